@@ -1,0 +1,296 @@
+"""White-box attacks: FGSM and PGD under ℓ∞ and ℓ2, written once over per-norm helpers.
+
+Every attack
+- returns a detached batch in [0, 1] inside the ε-ball around the clean batch,
+- takes gradients with `torch.autograd.grad` with respect to the input only, so the
+  model's parameter gradients are never touched,
+- runs the model in eval mode and gives it back the mode it found,
+- treats each example on its own (losses are summed, never averaged, so one
+  example's step does not depend on the batch it sits in).
+
+Notation follows the lecture: x0 is the clean image, ε the budget, η (`alpha`) the
+step size, and g = ∇x log p(y*|x). Maximising the cross-entropy −log p(y*|x) is the
+same as minimising log p(y*|x), so FGSM is x = x0 − ε·sign(g) = x0 + ε·sign(∇x CE).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ----------------------------------------------------------------------------- losses
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example cross-entropy, −log p(y|x)."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example Carlini–Wagner margin: max_{j≠y} z_j − z_y (positive once x is misclassified).
+
+    Unlike the cross-entropy it does not saturate when the softmax does, which is why it
+    breaks defences that only flatten the softmax (05_gradient_masking).
+    """
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return others.amax(dim=1) - true
+
+
+# ----------------------------------------------------------------------------- model mode
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run `model` in eval mode (no dropout, frozen batch-norm statistics), then restore its mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+# ----------------------------------------------------------------------------- input checks
+def _check_number(name: str, value, *, positive: bool = False) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if value < 0:
+        raise ValueError(f"{name} must be ≥ 0, got {value}")
+    return float(value)
+
+
+def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise ValueError(f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"x must be a batch (N×...), got shape {tuple(x.shape)}")
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must hold one label per image in x: x has {x.shape[0]} images, y has shape {tuple(y.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point image batch in [0, 1], got dtype {x.dtype}")
+    if x.numel():
+        lo, hi = torch.aminmax(x.detach())
+        if lo < 0 or hi > 1:  # one host sync per call, never inside the loop
+            raise ValueError(
+                f"x must hold images in [0, 1], got values in [{lo.item():.3g}, {hi.item():.3g}] "
+                "(normalisation belongs inside the model, see models.Normalize)"
+            )
+
+
+def _check_eps(eps, norm: str) -> float:
+    eps = _check_number("eps", eps)
+    if norm == "inf" and eps > 1:
+        raise ValueError(
+            f"eps={eps} is larger than the whole [0, 1] pixel range; ℓ∞ budgets are in pixel units "
+            "(e.g. 0.1 on MNIST, 8/255 on CIFAR-10)"
+        )
+    return eps
+
+
+def _check_steps(steps) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int ≥ 0, got {steps!r}")
+    return steps
+
+
+def _norm_name(norm) -> str:
+    key = str(norm).lower().lstrip("l")
+    if key in ("inf", "infinity"):
+        return "inf"
+    if key in ("2", "2.0"):
+        return "2"
+    raise ValueError(f"norm must be 'inf' or 2, got {norm!r}")
+
+
+# ----------------------------------------------------------------------------- per-norm pieces
+def _uniform(like: torch.Tensor, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
+    if generator is None:
+        return torch.empty_like(like).uniform_(low, high)
+    u = torch.rand(like.shape, generator=generator, device=generator.device, dtype=like.dtype)
+    return (low + (high - low) * u).to(like.device)
+
+
+def _normal(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    if generator is None:
+        return torch.randn_like(like)
+    return torch.randn(like.shape, generator=generator, device=generator.device, dtype=like.dtype).to(like.device)
+
+
+def _per_example_l2(t: torch.Tensor) -> torch.Tensor:
+    """‖t_i‖₂ for each example, shaped to broadcast against t."""
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+def random_start_linf(x0: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A point drawn uniformly from the ℓ∞ ball of radius ε around x0 (before clipping to [0, 1])."""
+    return x0 + _uniform(x0, -eps, eps, generator)
+
+
+def step_linf(x: torch.Tensor, grad: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Steepest ascent for ℓ∞: move every pixel by η in the direction of its gradient's sign."""
+    return x + alpha * grad.sign()
+
+
+def project_linf(x: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
+    """Closest point to x with ‖x − x0‖∞ ≤ ε and 0 ≤ x ≤ 1 (both are per-pixel clips)."""
+    return torch.clamp(torch.minimum(torch.maximum(x, x0 - eps), x0 + eps), 0.0, 1.0)
+
+
+def random_start_l2(x0: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A point drawn uniformly from the ℓ2 ball of radius ε around x0: a Gaussian direction, radius ε·U^(1/d)."""
+    direction = _normal(x0, generator)
+    direction = direction / _per_example_l2(direction).clamp_min(1e-12)
+    d = x0[0].numel()
+    radius = eps * _uniform(x0[:, :1].flatten(1)[:, :1], 0.0, 1.0, generator) ** (1.0 / d)
+    return x0 + direction * radius.view(-1, *([1] * (x0.dim() - 1)))
+
+
+def step_l2(x: torch.Tensor, grad: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Steepest ascent for ℓ2: a step of length η along the gradient."""
+    return x + alpha * grad / _per_example_l2(grad).clamp_min(1e-12)
+
+
+def project_l2(x: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
+    """Shrink x − x0 onto the ℓ2 ball of radius ε, then clip to [0, 1].
+
+    Clipping after the ball keeps the point inside the ball: since x0 is in [0, 1], each
+    clipped coordinate moves towards x0.
+    """
+    delta = x - x0
+    scale = (eps / _per_example_l2(delta).clamp_min(1e-12)).clamp(max=1.0)
+    return torch.clamp(x0 + delta * scale, 0.0, 1.0)
+
+
+NORMS = {
+    "inf": (random_start_linf, step_linf, project_linf),
+    "2": (random_start_l2, step_l2, project_l2),
+}
+
+
+# ----------------------------------------------------------------------------- attacks
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = cross_entropy) -> torch.Tensor:
+    """∇x of the summed per-example loss; the model's parameter gradients are left alone."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        loss = loss_fn(model(x), y).sum()
+        (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def _as_plain(x: torch.Tensor) -> torch.Tensor:
+    """A detached tensor that autograd accepts (tensors made under inference_mode are not)."""
+    x = x.detach()
+    return x.clone() if x.is_inference() else x
+
+
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    targeted: bool = False,
+    loss_fn: LossFn = cross_entropy,
+) -> torch.Tensor:
+    """Fast Gradient Sign Method: x0 + ε·sign(∇x loss), clipped to [0, 1].
+
+    Untargeted: `y` holds the true labels and the loss goes up. Targeted: `y` holds the
+    labels we want the model to output and the loss towards them goes down.
+    """
+    _check_batch(x, y)
+    eps = _check_eps(eps, "inf")
+    x0 = _as_plain(x)
+    with eval_mode(model):
+        grad = input_gradient(model, x0, y, loss_fn)
+    direction = -grad.sign() if targeted else grad.sign()
+    return torch.clamp(x0 + eps * direction, 0.0, 1.0).detach()
+
+
+def _pgd_run(model, x0, y, eps, alpha, steps, norm, random_start, targeted, loss_fn, generator):
+    start, step, project = NORMS[norm]
+    x = project(start(x0, eps, generator), x0, eps) if random_start else x0.clone()
+    ascent = -1.0 if targeted else 1.0
+    for _ in range(steps):
+        grad = input_gradient(model, x, y, loss_fn)
+        x = project(step(x, ascent * grad, alpha), x0, eps)
+    return x.detach()
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    *,
+    norm="inf",
+    random_start: bool = True,
+    restarts: int = 1,
+    targeted: bool = False,
+    loss_fn: LossFn = cross_entropy,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Projected gradient descent on the loss, inside the ℓ∞ or ℓ2 ball of radius ε.
+
+    `alpha` is the step size η, `steps` the number of iterations. With
+    `random_start=False` and ℓ∞ this is the lecture's iterative sign method; with a random
+    start it is Madry et al.'s PGD. With `restarts > 1` the attack runs again from fresh
+    random starts and keeps, for each example, the worst case: an adversarial input that
+    fools the model if any restart found one, else the one with the highest loss.
+    """
+    _check_batch(x, y)
+    norm = _norm_name(norm)
+    eps = _check_eps(eps, norm)
+    alpha = _check_number("alpha", alpha, positive=True)
+    steps = _check_steps(steps)
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+        raise ValueError(f"restarts must be an int ≥ 1, got {restarts!r}")
+    if restarts > 1 and not random_start:
+        raise ValueError("restarts > 1 needs random_start=True: without it every restart is identical")
+    x0 = _as_plain(x)
+    run = lambda: _pgd_run(model, x0, y, eps, alpha, steps, norm, random_start, targeted, loss_fn, generator)
+    with eval_mode(model):
+        best = run()
+        if restarts == 1:
+            return best
+        best_fooled, best_loss = _outcome(model, best, y, targeted, loss_fn)
+        for _ in range(restarts - 1):
+            candidate = run()
+            fooled, loss = _outcome(model, candidate, y, targeted, loss_fn)
+            better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (loss > best_loss))
+            best = torch.where(better.view(-1, *([1] * (x0.dim() - 1))), candidate, best)
+            best_fooled, best_loss = best_fooled | fooled, torch.where(better, loss, best_loss)
+    return best
+
+
+@torch.no_grad()
+def _outcome(model, x_adv, y, targeted, loss_fn):
+    """Per example: did the attack succeed, and how high is the attacker's objective."""
+    logits = model(x_adv)
+    pred = logits.argmax(dim=1)
+    loss = loss_fn(logits, y)
+    if targeted:
+        return pred == y, -loss
+    return pred != y, loss
+
+
+def random_sign_noise(x: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x0 ± ε per pixel with random signs, clipped to [0, 1]: the same size as FGSM, no gradient.
+
+    The control experiment: if this barely changes accuracy while FGSM destroys it, the
+    damage comes from the direction, not from the size of the perturbation.
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError("x must be a floating-point image tensor in [0, 1]")
+    eps = _check_eps(eps, "inf")
+    signs = torch.where(_uniform(x, 0.0, 1.0, generator) < 0.5, -1.0, 1.0)
+    return torch.clamp(x.detach() + eps * signs, 0.0, 1.0)

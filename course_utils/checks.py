@@ -1,0 +1,171 @@
+"""Self-checks for the exercises: run the student's function on tiny cases with known answers.
+
+Each check prints one clear line — a pass, or what is wrong and a hint — and returns a
+boolean that the notebook records in its results JSON (the grader reads it). A check
+never raises: an unfinished exercise (`NotImplementedError`) or a crash is reported as
+a failed check, so the rest of the notebook still runs.
+"""
+from __future__ import annotations
+
+import traceback
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import attacks
+
+
+class CheckFailed(AssertionError):
+    """A self-check found a wrong answer; the message says what and gives a hint."""
+
+    def __init__(self, what: str, hint: str = ""):
+        super().__init__(what)
+        self.what, self.hint = what, hint
+
+
+def _report(name: str, body: Callable[[], str]) -> bool:
+    try:
+        detail = body()
+    except NotImplementedError:
+        print(f"❌ {name}: not implemented yet — replace `raise NotImplementedError()` with your code.")
+        return False
+    except CheckFailed as fail:
+        print(f"❌ {name}: {fail.what}" + (f"\n   Hint: {fail.hint}" if fail.hint else ""))
+        return False
+    except Exception as err:  # the student's code crashed: show where, briefly
+        where = traceback.extract_tb(err.__traceback__)[-1]
+        print(f"❌ {name}: your function raised {type(err).__name__}: {err} (line {where.lineno}: {where.line})")
+        return False
+    print(f"✅ {name}: passed — {detail}")
+    return True
+
+
+def _linear_case(seed: int = 0, n: int = 6, d: int = 8, classes: int = 3):
+    """A linear softmax model with inputs in (0.05, 0.95) and some pixels near the edges."""
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(d, classes))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.randn(classes, d, generator=g))
+        model[1].bias.copy_(torch.randn(classes, generator=g))
+    x = 0.05 + 0.9 * torch.rand(n, 1, 2, d // 2, generator=g)
+    x[0, 0, 0, 0], x[1, 0, 0, 1] = 0.98, 0.01  # clipping to [0, 1] must matter somewhere
+    y = torch.randint(0, classes, (n,), generator=g)
+    return model, x, y
+
+
+def fgsm_closed_form(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """FGSM on a linear softmax model by hand: ∇x CE = Wᵀ(p − onehot(y)), no autograd involved."""
+    w, b = model[1].weight, model[1].bias
+    with torch.no_grad():
+        flat = x.flatten(1)
+        p = (flat @ w.T + b).softmax(dim=1)
+        grad = (p - F.one_hot(y, w.shape[0]).float()) @ w
+        return torch.clamp(flat + eps * grad.sign(), 0, 1).view_as(x)
+
+
+def _common_output_checks(name: str, x_adv, x, eps: float, model: nn.Module) -> None:
+    if not isinstance(x_adv, torch.Tensor):
+        raise CheckFailed(f"{name} returned {type(x_adv).__name__}, not a tensor", "return the adversarial batch")
+    if x_adv.shape != x.shape:
+        raise CheckFailed(f"output shape {tuple(x_adv.shape)} differs from the input's {tuple(x.shape)}")
+    if x_adv.requires_grad:
+        raise CheckFailed("the returned tensor still requires grad", "return x_adv.detach()")
+    if (x_adv - x).abs().max() > eps + 1e-6:
+        raise CheckFailed(f"‖x_adv − x‖∞ = {(x_adv - x).abs().max():.4f} exceeds ε = {eps}",
+                          "the perturbation must stay inside the ε-ball")
+    if x_adv.min() < 0 or x_adv.max() > 1:
+        raise CheckFailed("some pixels left [0, 1]", "clip with torch.clamp(x_adv, 0, 1)")
+    if any(p.grad is not None for p in model.parameters()):
+        raise CheckFailed("your function changed the model's parameter gradients",
+                          "take the input gradient with torch.autograd.grad(loss, x) instead of loss.backward()")
+
+
+def check_fgsm(fgsm: Callable) -> bool:
+    """fgsm(model, x, y, eps) against the closed form on a linear model."""
+
+    def body() -> str:
+        for seed, eps in [(0, 0.1), (1, 0.25), (2, 0.0)]:
+            model, x, y = _linear_case(seed)
+            expected = fgsm_closed_form(model, x, y, eps)
+            got = fgsm(model, x.clone(), y.clone(), eps)
+            _common_output_checks("fgsm", got, x, eps, model)
+            if not torch.allclose(got, expected, atol=1e-5):
+                wrong_sign = torch.allclose(got, torch.clamp(2 * x - expected, 0, 1), atol=1e-5)
+                raise CheckFailed(
+                    f"at ε = {eps} your output differs from x0 + ε·sign(∇x loss) "
+                    f"(max difference {(got - expected).abs().max():.3g})",
+                    "the step goes *up* the cross-entropy, i.e. x0 − ε·sign(g) with g = ∇x log p(y*|x)"
+                    if wrong_sign else
+                    "compute the loss at x0 with F.cross_entropy(model(x), y), take its gradient with respect "
+                    "to x, and step by ε times its sign",
+                )
+        return "matches the closed form x0 + ε·sign(Wᵀ(p − e_y)) on a linear model, stays in the ball and in [0, 1]"
+
+    return _report("check_fgsm", body)
+
+
+def check_project_linf(project: Callable) -> bool:
+    """project(x, x0, eps) must return the closest point of the ℓ∞ ball ∩ [0, 1]."""
+
+    def body() -> str:
+        g = torch.Generator().manual_seed(0)
+        x0 = torch.rand(5, 1, 4, 4, generator=g)
+        for eps in (0.05, 0.3):
+            x = x0 + 0.8 * (torch.rand(x0.shape, generator=g) - 0.5)  # some inside, some outside, some < 0 or > 1
+            got = project(x.clone(), x0.clone(), eps)
+            if not isinstance(got, torch.Tensor) or got.shape != x.shape:
+                raise CheckFailed("project must return a tensor shaped like x")
+            expected = attacks.project_linf(x, x0, eps)
+            if (got - x0).abs().max() > eps + 1e-6:
+                raise CheckFailed(f"a projected point is {(got - x0).abs().max():.3f} away from x0 in ℓ∞ (ε = {eps})",
+                                  "clip each pixel into [x0 − ε, x0 + ε]")
+            if got.min() < 0 or got.max() > 1:
+                raise CheckFailed("a projected pixel is outside [0, 1]", "clip to the valid pixel range as well")
+            if not torch.allclose(got, expected, atol=1e-6):
+                raise CheckFailed("points already inside the ball moved, or points outside did not land on the "
+                                  "nearest boundary", "clip, don't rescale: torch.clamp / torch.min / torch.max per pixel")
+        return "every point lands in the ball and in [0, 1], and points are moved as little as possible"
+
+    return _report("check_project_linf", body)
+
+
+def check_pgd(pgd: Callable) -> bool:
+    """pgd(model, x, y, eps, alpha, steps, random_start) for ℓ∞, checked on small models."""
+
+    def body() -> str:
+        # 1. One step of size ε from x0 is exactly FGSM.
+        model, x, y = _linear_case(3)
+        got = pgd(model, x.clone(), y.clone(), 0.1, 0.1, 1, random_start=False)
+        _common_output_checks("pgd", got, x, 0.1, model)
+        if not torch.allclose(got, fgsm_closed_form(model, x, y, 0.1), atol=1e-5):
+            raise CheckFailed("with steps=1, alpha=ε and no random start, PGD should equal FGSM",
+                              "each step is x + α·sign(∇x loss), then project onto the ball and [0, 1]")
+        # 2. Many small steps on a curved model (large weights, tanh), where iterating pays:
+        #    the reference PGD reaches a much higher loss than FGSM here.
+        g = torch.Generator().manual_seed(4)
+        torch.manual_seed(4)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4))
+        with torch.no_grad():
+            for p in net.parameters():
+                p.mul_(5.0)
+        xs = torch.rand(64, 1, 4, 4, generator=g)
+        ys = torch.randint(0, 4, (64,), generator=g)
+        eps = 0.3
+        got = pgd(net, xs.clone(), ys.clone(), eps, eps / 4, 20, random_start=True)
+        _common_output_checks("pgd", got, xs, eps, net)
+        with torch.no_grad():
+            loss_pgd = F.cross_entropy(net(got), ys).item()
+            loss_fgsm = F.cross_entropy(net(attacks.fgsm(net, xs, ys, eps)), ys).item()
+            loss_ref = F.cross_entropy(net(attacks.pgd(net, xs, ys, eps, eps / 4, 20)), ys).item()
+        if loss_pgd < loss_fgsm + 0.5 * (loss_ref - loss_fgsm):
+            raise CheckFailed(
+                f"your PGD reaches a mean loss of {loss_pgd:.2f}: FGSM reaches {loss_fgsm:.2f} and the reference "
+                f"PGD {loss_ref:.2f} at the same ε, α and steps",
+                "recompute the gradient at the current iterate every step (not at x0), step in the direction "
+                "that increases the loss, and project after every step",
+            )
+        return f"equals FGSM for one step, stays in the ball, and reaches loss {loss_pgd:.2f} (FGSM {loss_fgsm:.2f})"
+
+    return _report("check_pgd", body)

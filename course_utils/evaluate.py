@@ -1,0 +1,112 @@
+"""Accuracy, worst-case robust accuracy, and accuracy as a function of ε."""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .attacks import eval_mode
+from .data import batches
+
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+EpsAttack = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted labels, in eval mode and without building a graph."""
+    with eval_mode(model), torch.inference_mode():
+        return torch.cat([model(xb).argmax(dim=1) for xb, _ in batches(x, x, batch_size)])
+
+
+def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Per-example booleans: is the prediction right?"""
+    return predict(model, x, batch_size) == y
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Fraction of examples classified correctly."""
+    if len(y) == 0:
+        raise ValueError("accuracy of an empty set is undefined")
+    return correct(model, x, y, batch_size).float().mean().item()
+
+
+def robust_mask(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacks: Mapping[str, Attack] | Sequence[Attack],
+    batch_size: int = 500,
+) -> torch.Tensor:
+    """Per example: True only if the clean input and every attack's output are classified right.
+
+    This is AutoAttack's worst-case rule. The minimum of per-attack accuracies would
+    overstate robustness whenever different attacks break different examples.
+    """
+    attack_list = list(attacks.values()) if isinstance(attacks, Mapping) else list(attacks)
+    masks = []
+    for xb, yb in batches(x, y, batch_size):
+        ok = correct(model, xb, yb, batch_size)
+        for attack in attack_list:
+            ok &= correct(model, attack(model, xb, yb), yb, batch_size)
+        masks.append(ok)
+    return torch.cat(masks)
+
+
+def robust_accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacks: Mapping[str, Attack] | Sequence[Attack] | Attack,
+    batch_size: int = 500,
+) -> float:
+    """Fraction of examples that no attack (and no restart within one) manages to fool."""
+    if callable(attacks) and not isinstance(attacks, Mapping):
+        attacks = [attacks]
+    return robust_mask(model, x, y, attacks, batch_size).float().mean().item()
+
+
+def accuracy_vs_eps(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: EpsAttack,
+    eps_list: Sequence[float],
+    batch_size: int = 500,
+) -> list[float]:
+    """Accuracy under `attack(model, x, y, eps)` for each ε (ε = 0 means clean accuracy)."""
+    out = []
+    for eps in eps_list:
+        if eps == 0:
+            out.append(accuracy(model, x, y, batch_size))
+        else:
+            out.append(robust_accuracy(model, x, y, lambda m, xb, yb, e=eps: attack(m, xb, yb, e), batch_size))
+    return out
+
+
+def minimal_flipping_eps(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: EpsAttack,
+    eps_grid: Sequence[float],
+    batch_size: int = 500,
+) -> torch.Tensor:
+    """For each example, the smallest ε in `eps_grid` at which `attack` makes it misclassified.
+
+    Examples misclassified already when clean get 0; those never flipped get +inf. A
+    stronger attack gives smaller values: it "modifies the image less and is still wrong".
+    """
+    grid = sorted(float(e) for e in eps_grid)
+    result = torch.full((len(y),), float("inf"), device=y.device)
+    result[~correct(model, x, y, batch_size)] = 0.0
+    for eps in grid:
+        todo = torch.isinf(result)
+        if not todo.any():
+            break
+        idx = todo.nonzero().squeeze(1)
+        if eps == 0:
+            continue
+        flipped = ~robust_mask(model, x[idx], y[idx], [lambda m, xb, yb: attack(m, xb, yb, eps)], batch_size)
+        result[idx[flipped]] = eps
+    return result

@@ -1,0 +1,73 @@
+"""The models of the course: plain nn.Modules, with normalisation inside the model.
+
+Inputs are always images in [0, 1]; a model that wants normalised inputs carries a
+`Normalize` layer, so ε stays in pixel units and no attack ever un-normalises.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+
+class Normalize(nn.Module):
+    """(x − mean) / std per channel, as the first layer of a model."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        if any(s <= 0 for s in std):
+            raise ValueError(f"std must be positive, got {list(std)}")
+        # Buffers, not parameters: they move with .to(device) and are saved, but never trained.
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def mnist_cnn() -> nn.Sequential:
+    """The Kolter–Madry tutorial CNN: conv 32-32s2-64-64s2, fc 100, 10 (≈ 0.3 M parameters)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1, stride=2), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1, stride=2), nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(7 * 7 * 64, 100), nn.ReLU(),
+        nn.Linear(100, 10),
+    )
+
+
+def mlp(in_features: int = 784, hidden: int = 200, classes: int = 10) -> nn.Sequential:
+    """A two-hidden-layer perceptron on flattened images."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(in_features, hidden), nn.ReLU(),
+        nn.Linear(hidden, hidden), nn.ReLU(),
+        nn.Linear(hidden, classes),
+    )
+
+
+def linear(in_features: int = 784, classes: int = 10) -> nn.Sequential:
+    """Multinomial logistic regression: the model on which FGSM has a closed form."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, classes))
+
+
+# Architectures by name, so a checkpoint's config can say which model it holds.
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "mnist_cnn": mnist_cnn,
+    "mlp": mlp,
+    "linear": linear,
+}
+
+
+def build_model(name: str) -> nn.Module:
+    """A freshly initialised model of the architecture called `name` (a key of MODELS)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    return MODELS[name]()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

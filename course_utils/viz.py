@@ -1,0 +1,145 @@
+"""Plots as plain functions: data in, matplotlib Figure out (widgets wrap the same functions)."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
+
+from .attacks import eval_mode
+
+
+def _img(t: torch.Tensor) -> np.ndarray:
+    """C×H×W tensor → H×W (grey) or H×W×3 array for imshow."""
+    a = t.detach().cpu().float()
+    return a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
+
+
+def _top(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with eval_mode(model), torch.inference_mode():
+        p = model(x).softmax(dim=1)
+    conf, pred = p.max(dim=1)
+    return pred.cpu(), conf.cpu()
+
+
+def plot_adversarial_examples(
+    model: nn.Module,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+):
+    """One row per example: clean | perturbation (amplified to full contrast) | adversarial.
+
+    Each image is titled with the model's prediction and confidence; a wrong
+    prediction is shown in red. The perturbation panel spans [−ε, +ε] in a diverging map.
+    """
+    n = len(x)
+    names = class_names or [str(i) for i in range(10)]
+    pred_c, conf_c = _top(model, x)
+    pred_a, conf_a = _top(model, x_adv)
+    delta = (x_adv - x).detach().cpu()
+    lim = max(delta.abs().max().item(), 1e-8)
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n + 0.4), squeeze=False)
+    for i in range(n):
+        truth = int(y[i])
+        ax_c, ax_d, ax_a = axes[i]
+        ax_c.imshow(_img(x[i]), cmap="gray", vmin=0, vmax=1)
+        ax_c.set_title(f"clean: {names[int(pred_c[i])]} ({conf_c[i]:.0%})",
+                       color="black" if pred_c[i] == truth else "red", fontsize=9)
+        im = ax_d.imshow(delta[i].sum(0).numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax_d.set_title(f"perturbation, ‖δ‖∞ = {delta[i].abs().max():.2f}", fontsize=9)
+        ax_a.imshow(_img(x_adv[i]), cmap="gray", vmin=0, vmax=1)
+        ax_a.set_title(f"adversarial: {names[int(pred_a[i])]} ({conf_a[i]:.0%})",
+                       color="black" if pred_a[i] == truth else "red", fontsize=9)
+        for ax in (ax_c, ax_d, ax_a):
+            ax.set_xticks([]), ax.set_yticks([])
+        ax_c.set_ylabel(f"true: {names[truth]}", fontsize=9)
+    fig.colorbar(im, ax=axes[:, 1].tolist(), shrink=0.6, location="bottom", pad=0.02)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def plot_accuracy_vs_eps(
+    eps_list: Sequence[float],
+    curves: Mapping[str, Sequence[float]],
+    title: str = "Accuracy against perturbation size",
+    chance: float | None = 0.1,
+    xlabel: str = "ε (ℓ∞, pixel units)",
+    ax=None,
+):
+    """One line per attack (or model): accuracy against ε, with chance level for reference."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+    else:
+        fig = ax.figure
+    markers = "osD^vx*"
+    for k, (label, accs) in enumerate(curves.items()):
+        if len(accs) != len(eps_list):
+            raise ValueError(f"curve {label!r} has {len(accs)} points for {len(eps_list)} values of ε")
+        ax.plot(eps_list, np.asarray(accs) * 100, marker=markers[k % len(markers)], label=label)
+    if chance is not None:
+        ax.axhline(chance * 100, color="grey", lw=1, ls=":", label="chance")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_norm_balls(eps: float = 1.0, ax=None):
+    """The unit balls of ℓ1, ℓ2 and ℓ∞ in two dimensions, scaled by ε."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    else:
+        fig = ax.figure
+    t = np.linspace(0, 2 * np.pi, 400)
+    ax.plot(eps * np.cos(t), eps * np.sin(t), label="ℓ2: x₁² + x₂² ≤ ε²")
+    ax.plot(eps * np.array([1, 0, -1, 0, 1]), eps * np.array([0, 1, 0, -1, 0]), label="ℓ1: |x₁| + |x₂| ≤ ε")
+    ax.plot(eps * np.array([1, -1, -1, 1, 1]), eps * np.array([1, 1, -1, -1, 1]), label="ℓ∞: max(|x₁|, |x₂|) ≤ ε")
+    ax.set_aspect("equal")
+    ax.axhline(0, color="grey", lw=0.5), ax.axvline(0, color="grey", lw=0.5)
+    ax.set_title(f"Balls of radius ε = {eps:g} around x0 = 0")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize=8)
+    return fig
+
+
+def plot_image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols: int = 8, title: str | None = None):
+    """A grid of images with optional per-image titles."""
+    n = len(images)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.5 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([]), ax.set_yticks([])
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(_img(images[i]), cmap="gray", vmin=0, vmax=1)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_histograms(values: Mapping[str, Sequence[float]], bins: Sequence[float], xlabel: str, title: str, ax=None):
+    """Overlaid histograms, one per label (e.g. the smallest flipping ε per attack)."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+    else:
+        fig = ax.figure
+    for label, v in values.items():
+        v = np.asarray(v, dtype=float)
+        ax.hist(v[np.isfinite(v)], bins=bins, alpha=0.55, label=f"{label} (median {np.median(v):.3f})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("examples")
+    ax.set_title(title)
+    ax.legend()
+    return fig
