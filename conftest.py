@@ -1,0 +1,20 @@
+"""Test-session set-up shared by the unit tests and nbval's notebook runs.
+
+Trained models and results JSON go to a temporary folder for the session, so the tests
+never read a student's stale cache nor write next to the committed notebooks. The
+kernels nbval and papermill start inherit these variables.
+"""
+import os
+import tempfile
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+
+def pytest_configure(config):
+    scratch = tempfile.mkdtemp(prefix="course-tests-")
+    os.environ.setdefault("COURSE_CHECKPOINT_DIR", os.path.join(scratch, "checkpoints"))
+    os.environ.setdefault("COURSE_RESULTS_DIR", os.path.join(scratch, "results"))
+    os.environ.setdefault("COURSE_PROFILE", "fast")
+    os.environ.setdefault("MPLBACKEND", "Agg")
