@@ -207,7 +207,7 @@ def fgsm(
     """
     _check_batch(x, y)
     eps = _check_eps(eps, "inf")
-    x0 = _as_plain(x)
+    x0, y = _as_plain(x), _as_plain(y)  # labels from predict() are inference tensors too
     with eval_mode(model):
         grad = input_gradient(model, x0, y, loss_fn)
     direction = -grad.sign() if targeted else grad.sign()
@@ -256,7 +256,7 @@ def pgd(
         raise ValueError(f"restarts must be an int ≥ 1, got {restarts!r}")
     if restarts > 1 and not random_start:
         raise ValueError("restarts > 1 needs random_start=True: without it every restart is identical")
-    x0 = _as_plain(x)
+    x0, y = _as_plain(x), _as_plain(y)  # labels from predict() are inference tensors too
     run = lambda: _pgd_run(model, x0, y, eps, alpha, steps, norm, random_start, targeted, loss_fn, generator)
     with eval_mode(model):
         best = run()

@@ -92,7 +92,7 @@ def check_fgsm(fgsm: Callable) -> bool:
             got = fgsm(model, x.clone(), y.clone(), eps)
             _common_output_checks("fgsm", got, x, eps, model)
             if not torch.allclose(got, expected, atol=1e-5):
-                wrong_sign = torch.allclose(got, torch.clamp(2 * x - expected, 0, 1), atol=1e-5)
+                wrong_sign = torch.allclose(got, fgsm_closed_form(model, x, y, -eps), atol=1e-5)  # x0 − ε·sign(∇), clipped
                 raise CheckFailed(
                     f"at ε = {eps} your output differs from x0 + ε·sign(∇x loss) "
                     f"(max difference {(got - expected).abs().max():.3g})",
@@ -169,3 +169,27 @@ def check_pgd(pgd: Callable) -> bool:
         return f"equals FGSM for one step, stays in the ball, and reaches loss {loss_pgd:.2f} (FGSM {loss_fgsm:.2f})"
 
     return _report("check_pgd", body)
+
+
+def check_linf_distance(linf_distance: Callable) -> bool:
+    """linf_distance(x, x0) must return ‖x_i − x0_i‖∞ for every example i."""
+
+    def body() -> str:
+        g = torch.Generator().manual_seed(1)
+        x0 = torch.rand(7, 1, 5, 5, generator=g)
+        x = x0 + 0.3 * torch.randn(x0.shape, generator=g)
+        x[3] = x0[3]  # an unperturbed example has distance 0
+        expected = (x - x0).flatten(1).abs().amax(dim=1)
+        got = linf_distance(x.clone(), x0.clone())
+        if not isinstance(got, torch.Tensor):
+            raise CheckFailed(f"returned {type(got).__name__}, not a tensor")
+        if got.shape != expected.shape:
+            raise CheckFailed(f"returned shape {tuple(got.shape)}; expected one number per example, {tuple(expected.shape)}",
+                              "flatten each example (x - x0).flatten(1) and reduce over dim=1 only")
+        if torch.allclose(got, (x - x0).flatten(1).abs().sum(dim=1), atol=1e-5):
+            raise CheckFailed("that is the ℓ1 distance (a sum), not ℓ∞", "ℓ∞ takes the largest absolute difference")
+        if not torch.allclose(got, expected, atol=1e-6):
+            raise CheckFailed("values differ from max_j |x_j − (x0)_j|", "take the absolute value before the maximum")
+        return "one ℓ∞ distance per example, max_j |x_j − (x0)_j|"
+
+    return _report("check_linf_distance", body)

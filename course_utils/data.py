@@ -48,14 +48,18 @@ def _sample_path() -> Path:
 
 
 def _stratified_split(labels: np.ndarray, test_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train/test indices with exactly `test_per_class` test images of every class."""
+    """Train/test indices with exactly `test_per_class` test images of every class, in shuffled order.
+
+    Shuffled, not sorted: the file is ordered by class, and any prefix (an evaluation
+    subset, a first batch) must mix the classes.
+    """
     rng = np.random.default_rng(seed)
     train, test = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         test.append(idx[:test_per_class])
         train.append(idx[test_per_class:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
 def _subsample(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

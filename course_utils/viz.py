@@ -5,6 +5,7 @@ from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 import torch
 from torch import nn
 
@@ -142,4 +143,91 @@ def plot_histograms(values: Mapping[str, Sequence[float]], bins: Sequence[float]
     ax.set_ylabel("examples")
     ax.set_title(title)
     ax.legend()
+    return fig
+
+
+def plot_input_gradients(x: torch.Tensor, grads: torch.Tensor, titles: Sequence[str] | None = None, title: str | None = None):
+    """Images (top row) above their input gradients (bottom row, red = brighten raises the quantity)."""
+    n = len(x)
+    fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4.1), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(_img(x[i]), cmap="gray", vmin=0, vmax=1)
+        g = grads[i].detach().cpu().sum(0).numpy()
+        lim = max(abs(g).max(), 1e-12)
+        axes[1, i].imshow(g, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        if titles is not None:
+            axes[0, i].set_title(titles[i], fontsize=9)
+        for ax in axes[:, i]:
+            ax.set_xticks([]), ax.set_yticks([])
+    axes[0, 0].set_ylabel("image x0")
+    axes[1, 0].set_ylabel("g = ∇x log p(y*|x)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(
+    x: Sequence[float],
+    curves: Mapping[str, Sequence[float]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    hline: tuple[float, str] | None = None,
+    logx: bool = False,
+    ax=None,
+):
+    """Several y-against-x lines on one axis, with an optional labelled horizontal reference line."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+    else:
+        fig = ax.figure
+    markers = "osD^vx*"
+    for k, (label, ys) in enumerate(curves.items()):
+        ax.plot(x, ys, marker=markers[k % len(markers)], ms=4, label=label)
+    if hline is not None:
+        ax.axhline(hline[0], color="grey", ls="--", lw=1, label=hline[1])
+    if logx:
+        ax.set_xscale("log")
+    elif all(float(v).is_integer() for v in x):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_paired(
+    a: Sequence[float],
+    b: Sequence[float],
+    label_a: str,
+    label_b: str,
+    title: str,
+    cap: float | None = None,
+    ax=None,
+):
+    """One dot per example, (a_i, b_i), with the diagonal: dots below it have b_i < a_i.
+
+    Infinite values (e.g. "never flipped") are drawn at `cap` and the axis says so.
+    Dots are jittered slightly so that examples with equal values stay visible.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if cap is not None:
+        a, b = np.minimum(a, cap), np.minimum(b, cap)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.8, 4.6))
+    else:
+        fig = ax.figure
+    span = max(np.nanmax(a), np.nanmax(b), 1e-9)
+    jitter = np.random.default_rng(0).uniform(-0.006, 0.006, size=(2, len(a))) * span
+    below, same = (b < a).mean(), (b == a).mean()
+    ax.scatter(a + jitter[0], b + jitter[1], s=14, alpha=0.6)
+    ax.plot([0, span], [0, span], color="grey", ls="--", lw=1, label="equal")
+    ax.set_xlabel(label_a + (f" (≥ {cap:g} = never)" if cap is not None else ""))
+    ax.set_ylabel(label_b)
+    ax.set_title(f"{title}\n{below:.0%} below the diagonal, {same:.0%} on it")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper left")
     return fig

@@ -1,0 +1,165 @@
+"""Execute notebooks headless with papermill, one kernel each, and summarise what they wrote.
+
+Used by `python -m course_utils run` (the whole course) and `grade` (students' submissions).
+Each notebook runs in a child process with a wall-clock limit, so a notebook that hangs,
+crashes its kernel or is not a notebook at all is reported and never stops the batch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from .data import repo_root
+
+
+@dataclass
+class Outcome:
+    """What happened when one notebook was executed."""
+
+    notebook: str  # file stem, e.g. "01_fgsm"
+    status: str  # "ok", "error in cell N", "timeout", "not a notebook", "no results"
+    seconds: float
+    error: str = ""  # the error's last line, when there is one
+    results: dict | None = None  # the notebook's results JSON, when it wrote one
+    output: Path | None = None  # the executed copy
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def notebooks_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+def find_notebooks(folder: Path | None = None, only: list[str] | None = None) -> list[Path]:
+    """The course notebooks `NN_*.ipynb` in order; `only` keeps those whose number or name matches."""
+    paths = sorted(p for p in (folder or notebooks_dir()).glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = [w.strip() for w in only if w.strip()]
+        paths = [p for p in paths if any(p.stem == w or p.stem.split("_")[0] == w.zfill(2) for w in wanted)]
+        if not paths:
+            raise ValueError(f"no notebook matches {', '.join(wanted)}")
+    return paths
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode | None:
+    """The notebook at `path`, or None if it is not a valid notebook file."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        return nb
+    except Exception:
+        return None
+
+
+def _first_error(executed: Path) -> tuple[str, str]:
+    """(status, last line) of the first cell whose output is an error in an executed notebook."""
+    nb = read_notebook(executed)
+    if nb is None:
+        return "error", "the executed notebook could not be read back"
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    for number, cell in enumerate(code_cells, start=1):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return f"error in cell {number}", f"{out.get('ename', 'Error')}: {out.get('evalue', '')}".strip()
+    return "error", "papermill failed before any cell reported an error"
+
+
+def execute_notebook(
+    source: Path,
+    out_dir: Path,
+    profile: str = "fast",
+    timeout: float | None = None,
+    name: str | None = None,
+) -> Outcome:
+    """Execute `source` with papermill into `out_dir` (cwd and results folder), within `timeout` seconds."""
+    name = name or source.stem
+    start = time.perf_counter()
+    if read_notebook(source) is None:
+        return Outcome(name, "not a notebook", 0.0, "the file is not a valid Jupyter notebook")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / source.name
+    results_file = out_dir / f"{name}.results.json"
+    results_file.unlink(missing_ok=True)  # never report a stale file as this run's results
+    env = dict(os.environ, COURSE_RESULTS_DIR=str(out_dir.resolve()), MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "papermill", str(source), str(executed), "-p", "PROFILE", profile,
+           "--cwd", str(out_dir), "--no-progress-bar", "--kernel", "python3"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the kernel is in the same session: it goes too
+        proc.communicate()
+        return Outcome(name, "timeout", time.perf_counter() - start, f"still running after {timeout:g} s", output=executed)
+    seconds = time.perf_counter() - start
+    results = json.loads(results_file.read_text()) if results_file.is_file() else None
+    if proc.returncode != 0:
+        status, error = _first_error(executed) if executed.is_file() else ("error", _last_line(log))
+        return Outcome(name, status, seconds, error, results, executed)
+    if results is None:
+        return Outcome(name, "no results", seconds, f"the notebook wrote no {results_file.name}", None, executed)
+    return Outcome(name, "ok", seconds, "", results, executed)
+
+
+def _last_line(log: bytes) -> str:
+    lines = [l for l in log.decode(errors="replace").splitlines() if l.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def headline_spec(nb_path: Path) -> list[dict]:
+    """The notebook's headline metrics: metadata.course.headline = [{label, key, format}, …]."""
+    nb = read_notebook(nb_path)
+    return list(nb.metadata.get("course", {}).get("headline", [])) if nb is not None else []
+
+
+def exercise_points(nb_path: Path) -> dict[str, float]:
+    """Points per exercise, from the exercise cells' metadata (course.exercise, course.points)."""
+    nb = read_notebook(nb_path)
+    points = {}
+    for cell in nb.cells if nb is not None else []:
+        meta = cell.metadata.get("course", {})
+        if "exercise" in meta:
+            points[meta["exercise"]] = float(meta.get("points", 1))
+    return points
+
+
+def format_value(value, fmt: str) -> str:
+    if value is None:
+        return "—"
+    if fmt == "pct" and isinstance(value, (int, float)):
+        return f"{100 * value:.1f}%"
+    if fmt == "pts" and isinstance(value, (int, float)):
+        return f"{100 * value:.1f} pts"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def summary_table(outcomes: list[Outcome], sources: dict[str, Path]) -> str:
+    """One line per notebook: status, time and its headline results."""
+    rows = []
+    for o in outcomes:
+        metrics = (o.results or {}).get("metrics", {})
+        parts = [f"{h['label']} {format_value(metrics.get(h['key']), h.get('format', ''))}"
+                 for h in headline_spec(sources[o.notebook])] if o.results else []
+        checks = (o.results or {}).get("checks", {})
+        if checks:
+            parts.append(f"self-checks {sum(checks.values())}/{len(checks)}")
+        detail = " · ".join(parts) if o.ok else (o.error or o.status)
+        rows.append((o.notebook, o.status, f"{o.seconds:.0f} s", detail))
+    widths = [max(len(r[i]) for r in rows + [("notebook", "status", "time", "")]) for i in range(3)]
+    header = f"{'notebook':{widths[0]}}  {'status':{widths[1]}}  {'time':>{widths[2]}}  headline results"
+    lines = [header, "-" * len(header)]
+    lines += [f"{a:{widths[0]}}  {b:{widths[1]}}  {c:>{widths[2]}}  {d}" for a, b, c, d in rows]
+    total = sum(o.seconds for o in outcomes)
+    lines.append(f"{sum(o.ok for o in outcomes)}/{len(outcomes)} notebooks ok in {total:.0f} s")
+    return "\n".join(lines)

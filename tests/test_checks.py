@@ -1,0 +1,131 @@
+"""The exercise self-checks pass the reference solutions and fail (without raising) typical mistakes."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_utils import attacks
+from course_utils.checks import check_fgsm, check_pgd, check_project_linf
+
+
+def _grad(model, x, y):
+    x = x.clone().requires_grad_(True)
+    return torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)[0]
+
+
+# ----------------------------------------------------------------------------- student mistakes
+def not_implemented(*args, **kwargs):
+    raise NotImplementedError()
+
+
+def crashes(*args, **kwargs):
+    return [][0]
+
+
+def fgsm_wrong_sign(model, x, y, eps):
+    return torch.clamp(x - eps * _grad(model, x, y).sign(), 0, 1).detach()
+
+
+def fgsm_with_backward(model, x, y, eps):
+    x = x.clone().requires_grad_(True)
+    F.cross_entropy(model(x), y).backward()  # also fills the parameters' .grad
+    return torch.clamp(x + eps * x.grad.sign(), 0, 1).detach()
+
+
+def fgsm_no_clip(model, x, y, eps):
+    return (x + eps * _grad(model, x, y).sign()).detach()
+
+
+def fgsm_not_detached(model, x, y, eps):
+    x = x.clone().requires_grad_(True)
+    g = torch.autograd.grad(F.cross_entropy(model(x), y), x, create_graph=True)[0]
+    return torch.clamp(x + eps * g.sign(), 0, 1)
+
+
+def project_no_box(x, x0, eps):
+    return torch.minimum(torch.maximum(x, x0 - eps), x0 + eps)
+
+
+def project_rescales(x, x0, eps):
+    """Stays in the ball and in [0, 1], but shrinks the whole δ instead of clipping each pixel."""
+    delta = x - x0
+    biggest = delta.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return torch.clamp(x0 + delta * torch.clamp(eps / biggest, max=1.0), 0, 1)
+
+
+def project_no_ball(x, x0, eps):
+    return torch.clamp(x, 0, 1)
+
+
+def pgd_never_projects(model, x, y, eps, alpha, steps, random_start=True):
+    x_adv = x.clone()
+    for _ in range(steps):
+        x_adv = torch.clamp(x_adv + alpha * _grad(model, x_adv, y).sign(), 0, 1)
+    return x_adv.detach()
+
+
+def pgd_gradient_at_x0_only(model, x, y, eps, alpha, steps, random_start=True):
+    """Projects correctly, but reuses ∇ at x0 every step: just a slower FGSM."""
+    g = _grad(model, x, y).sign()
+    x_adv = x.clone()
+    for _ in range(steps):
+        x_adv = attacks.project_linf(x_adv + alpha * g, x, eps)
+    return x_adv.detach()
+
+
+def pgd_descends(model, x, y, eps, alpha, steps, random_start=True):
+    return attacks.pgd(model, x, y, eps, alpha, steps, random_start=random_start, targeted=True)
+
+
+# ----------------------------------------------------------------------------- tests
+def _passes(check, fn, capsys):
+    result = check(fn)
+    out = capsys.readouterr().out
+    return result, out
+
+
+@pytest.mark.parametrize("check,reference", [
+    (check_fgsm, attacks.fgsm),
+    (check_project_linf, attacks.project_linf),
+    (check_pgd, lambda model, x, y, eps, alpha, steps, random_start=True:
+        attacks.pgd(model, x, y, eps, alpha, steps, random_start=random_start)),
+])
+def test_reference_implementations_pass(check, reference, capsys):
+    result, out = _passes(check, reference, capsys)
+    assert result is True
+    assert out.startswith("✅") and check.__name__ in out
+
+
+@pytest.mark.parametrize("check,broken", [
+    (check_fgsm, not_implemented),
+    (check_fgsm, crashes),
+    (check_fgsm, fgsm_wrong_sign),
+    (check_fgsm, fgsm_with_backward),
+    (check_fgsm, fgsm_no_clip),
+    (check_fgsm, fgsm_not_detached),
+    (check_project_linf, not_implemented),
+    (check_project_linf, project_no_box),
+    (check_project_linf, project_rescales),
+    (check_project_linf, project_no_ball),
+    (check_pgd, not_implemented),
+    (check_pgd, pgd_never_projects),
+    (check_pgd, pgd_gradient_at_x0_only),
+    (check_pgd, pgd_descends),
+], ids=lambda f: f.__name__)
+def test_broken_implementations_fail_without_raising(check, broken, capsys):
+    result, out = _passes(check, broken, capsys)
+    assert result is False
+    assert out.startswith("❌") and check.__name__ in out
+
+
+def test_messages_say_what_is_wrong(capsys):
+    """The printed line points at the actual mistake, not a generic failure."""
+    _, out = _passes(check_fgsm, not_implemented, capsys)
+    assert "not implemented" in out
+    _, out = _passes(check_fgsm, fgsm_with_backward, capsys)
+    assert "autograd.grad" in out
+    _, out = _passes(check_fgsm, fgsm_wrong_sign, capsys)
+    assert "up" in out.split("Hint:")[1]
+    _, out = _passes(check_project_linf, project_no_box, capsys)
+    assert "[0, 1]" in out
+    _, out = _passes(check_pgd, crashes, capsys)
+    assert "IndexError" in out

@@ -1,0 +1,198 @@
+"""The course's command line end to end: `run`, `student` and `grade` on the real notebooks.
+
+These tests execute notebooks with papermill, so they are the slow part of the suite; the
+model the notebooks train is cached once per session (root conftest.py), and each
+notebook is executed as few times as the assertions need.
+"""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_utils.__main__ import main
+from course_utils.runner import execute_notebook, exercise_points, find_notebooks
+from course_utils.student import BEGIN, END, student_notebook
+
+NOTEBOOKS = find_notebooks()
+
+
+def _cell_sources(path):
+    return [c.source for c in nbformat.read(path, as_version=4).cells]
+
+
+# --------------------------------------------------------------------------- run
+@pytest.fixture(scope="session")
+def course_run(tmp_path_factory):
+    """`python -m course_utils run` over every notebook (the README's main job), once per session."""
+    out = tmp_path_factory.mktemp("run")
+    proc = subprocess.run([sys.executable, "-m", "course_utils", "run", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1500)
+    return proc, out
+
+
+def test_run_executes_every_notebook_and_prints_the_table(course_run):
+    proc, out = course_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for nb in NOTEBOOKS:
+        assert f"{nb.stem} … ok" in proc.stdout
+        assert (out / nb.name).is_file(), "the executed copy goes to --out"
+    assert f"{len(NOTEBOOKS)}/{len(NOTEBOOKS)} notebooks ok" in proc.stdout
+    assert "FGSM ε=0.1" in proc.stdout and "self-checks" in proc.stdout
+
+
+def test_each_notebook_writes_results_with_passing_self_checks(course_run):
+    _, out = course_run
+    for nb in NOTEBOOKS:
+        results = json.loads((out / f"{nb.stem}.results.json").read_text())
+        assert results["profile"] == "fast"
+        assert results["checks"], f"{nb.stem} records no self-check"
+        assert all(results["checks"].values()), f"{nb.stem}: a reference solution failed its check {results['checks']}"
+        assert set(results["checks"]) == set(exercise_points(nb)), "every exercise has exactly one recorded check"
+
+
+def test_run_never_writes_over_the_committed_notebooks(course_run):
+    for nb in NOTEBOOKS:
+        for cell in nbformat.read(nb, as_version=4).cells:
+            assert "papermill" not in cell.metadata
+            assert "injected-parameters" not in cell.metadata.get("tags", [])
+
+
+def test_run_only_one_notebook(tmp_path, capsys):
+    assert main(["run", "--only", "00", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "00_threat_model … ok" in text and "01_fgsm" not in text
+    assert "1/1 notebooks ok" in text and "test accuracy" in text
+
+
+def test_run_reports_a_failing_notebook_and_exits_non_zero(tmp_path, capsys):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("PROFILE = 'auto'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("x = 1 / 0"),
+        nbformat.v4.new_code_cell("print('never reached')"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / "90_broken.ipynb")
+    nbformat.write(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("PROFILE = 'auto'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("from course_utils.results import save_results\n"
+                                  "save_results('91_fine', {'x': 1.0}, {}, PROFILE)"),
+    ], metadata=nb.metadata), folder / "91_fine.ipynb")
+    code = main(["run", "--dir", str(folder), "--out", str(tmp_path / "out")])
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "90_broken … error in cell 2: ZeroDivisionError: division by zero" in text
+    assert "91_fine … ok" in text, "a broken notebook must not stop the others"
+    assert "1/2 notebooks ok" in text
+
+
+def test_run_rejects_an_unknown_notebook():
+    with pytest.raises(SystemExit):
+        main(["run", "--only", "77"])
+
+
+# --------------------------------------------------------------------------- student
+def test_student_versions_strip_every_solution(tmp_path):
+    assert main(["student", "--out", str(tmp_path)]) == 0
+    for nb_path in NOTEBOOKS:
+        original = nbformat.read(nb_path, as_version=4)
+        student = nbformat.read(tmp_path / nb_path.name, as_version=4)
+        nbformat.validate(student)
+        regions = sum(c.source.count(BEGIN) for c in original.cells)
+        assert regions >= 1, f"{nb_path.stem} has no exercise"
+        joined = "\n".join(c.source for c in student.cells)
+        assert BEGIN not in joined and END not in joined
+        assert joined.count("raise NotImplementedError()") == regions
+        assert joined.count("# YOUR CODE HERE") == regions
+        for o, s in zip(original.cells, student.cells):
+            if BEGIN not in o.source:
+                assert o.source == s.source, "cells without a solution must be unchanged"
+            if s.cell_type == "code":
+                assert s.outputs == [] and s.execution_count is None
+
+
+def test_student_versions_are_deterministic(tmp_path):
+    main(["student", "--out", str(tmp_path / "a")])
+    main(["student", "--out", str(tmp_path / "b")])
+    for nb in NOTEBOOKS:
+        assert (tmp_path / "a" / nb.name).read_bytes() == (tmp_path / "b" / nb.name).read_bytes()
+
+
+def test_unbalanced_markers_are_refused():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"def f():\n    {BEGIN}\n    return 1\n")])
+    with pytest.raises(ValueError, match="unbalanced"):
+        student_notebook(nb)
+
+
+# --------------------------------------------------------------------------- grade
+def _with_wrong_fgsm(nb):
+    """01 with an FGSM that steps the wrong way (down the loss): its self-check must fail."""
+    for cell in nb.cells:
+        if "def fgsm(" in cell.source and BEGIN in cell.source:
+            cell.source = cell.source.replace("x + eps * grad.sign()", "x - eps * grad.sign()")
+            assert "x - eps * grad.sign()" in cell.source
+    return nb
+
+
+def _with_endless_loop(nb):
+    nb.cells.insert(6, nbformat.v4.new_code_cell("while True:\n    pass"))
+    return nb
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Grade a folder of five 01_fgsm submissions, one per kind of student."""
+    root = tmp_path_factory.mktemp("submissions")
+    source = next(p for p in NOTEBOOKS if p.stem == "01_fgsm")
+    original = nbformat.read(source, as_version=4)
+    versions = {
+        "ada": original,  # the complete notebook
+        "bo": student_notebook(original),  # nothing filled in
+        "cy": _with_wrong_fgsm(nbformat.from_dict(original)),
+        "di": _with_endless_loop(nbformat.from_dict(original)),
+    }
+    for student, nb in versions.items():
+        (root / student).mkdir()
+        nbformat.write(nb, root / student / "01_fgsm.ipynb")
+    (root / "ed").mkdir()
+    (root / "ed" / "01_fgsm.ipynb").write_text("this is not a notebook {")
+    out = root / "grades.csv"
+    code = main(["grade", str(root), "--out", str(out), "--timeout", "90", "--work", str(root / "work")])
+    with out.open() as fh:
+        rows = {r["student"]: r for r in csv.DictReader(fh)}
+    return code, rows, exercise_points(source)
+
+
+def test_grade_full_marks_for_the_complete_notebook(graded):
+    code, rows, points = graded
+    assert code == 0
+    ada = rows["ada"]
+    assert ada["status"] == "ok"
+    assert float(ada["points"]) == float(ada["max_points"]) == sum(points.values()) > 0
+    assert ada["checks_failed"] == ""
+    assert json.loads(ada["metrics"])["fgsm_accuracy_at_eps"] < json.loads(ada["metrics"])["clean_accuracy"]
+
+
+def test_grade_zero_for_an_untouched_student_version(graded):
+    bo = graded[1]["bo"]
+    assert bo["status"] == "ok", "an unfinished exercise must not stop the notebook"
+    assert float(bo["points"]) == 0 and bo["checks_passed"] == ""
+    assert "fgsm" in bo["checks_failed"].split(";")
+
+
+def test_grade_wrong_fgsm_fails_only_that_check(graded):
+    cy = graded[1]["cy"]
+    assert cy["status"] == "ok"
+    assert cy["checks_failed"] == "fgsm" and float(cy["points"]) == 0
+
+
+def test_grade_reports_timeout_and_malformed_files(graded):
+    rows = graded[1]
+    assert rows["di"]["status"] == "timeout" and float(rows["di"]["points"]) == 0
+    assert rows["ed"]["status"] == "not a notebook"
+    assert set(rows) == {"ada", "bo", "cy", "di", "ed"}, "one row per submission, none lost"
