@@ -17,4 +17,3 @@ def pytest_configure(config):
     os.environ.setdefault("COURSE_CHECKPOINT_DIR", os.path.join(scratch, "checkpoints"))
     os.environ.setdefault("COURSE_RESULTS_DIR", os.path.join(scratch, "results"))
     os.environ.setdefault("COURSE_PROFILE", "fast")
-    os.environ.setdefault("MPLBACKEND", "Agg")

@@ -90,7 +90,9 @@ def execute_notebook(
     executed = out_dir / source.name
     results_file = out_dir / f"{name}.results.json"
     results_file.unlink(missing_ok=True)  # never report a stale file as this run's results
-    env = dict(os.environ, COURSE_RESULTS_DIR=str(out_dir.resolve()), MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+    # Figures must land in the executed copy whatever backend the calling shell chose.
+    env = dict(os.environ, COURSE_RESULTS_DIR=str(out_dir.resolve()), PYTHONUNBUFFERED="1",
+               MPLBACKEND="module://matplotlib_inline.backend_inline")
     cmd = [sys.executable, "-m", "papermill", str(source), str(executed), "-p", "PROFILE", profile,
            "--cwd", str(out_dir), "--no-progress-bar", "--kernel", "python3"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,0 +1,42 @@
+"""Re-execute the committed notebooks in place so GitHub shows the outputs of a `fast` run.
+
+    python tools/refresh_outputs.py            # every notebook
+    python tools/refresh_outputs.py 01 02      # some of them
+
+Maintainers run this after editing a notebook. It executes with nbclient (not papermill,
+which would inject a parameters cell), with PROFILE left as "auto" — "fast" on a CPU —
+in a temporary working folder, so no results JSON or checkpoint lands in the repository
+unless COURSE_CHECKPOINT_DIR says otherwise. Run metadata (timings) is dropped so that
+diffs show content only.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+import nbformat
+from nbclient import NotebookClient
+
+from course_utils.runner import find_notebooks
+from course_utils.student import RUN_METADATA
+
+
+def refresh(path) -> float:
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        os.environ["COURSE_RESULTS_DIR"] = work
+        NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": work}}).execute()
+    for cell in nb.cells:
+        for key in RUN_METADATA:
+            cell.metadata.pop(key, None)
+    nbformat.write(nb, path)
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("COURSE_PROFILE", "fast")
+    for nb_path in find_notebooks(only=sys.argv[1:] or None):
+        print(f"{nb_path.name}: {refresh(nb_path):.0f} s", flush=True)
