@@ -66,7 +66,9 @@ def _first_error(executed: Path) -> tuple[str, str]:
     nb = read_notebook(executed)
     if nb is None:
         return "error", "the executed notebook could not be read back"
-    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    # Count code cells as the author sees them: papermill's injected parameters cell is not theirs.
+    code_cells = [c for c in nb.cells if c.cell_type == "code"
+                  and "injected-parameters" not in c.metadata.get("tags", [])]
     for number, cell in enumerate(code_cells, start=1):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":

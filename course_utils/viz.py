@@ -52,7 +52,7 @@ def plot_adversarial_examples(
         ax_c.set_title(f"clean: {names[int(pred_c[i])]} ({conf_c[i]:.0%})",
                        color="black" if pred_c[i] == truth else "red", fontsize=9)
         im = ax_d.imshow(delta[i].sum(0).numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
-        ax_d.set_title(f"perturbation, ‖δ‖∞ = {delta[i].abs().max():.2f}", fontsize=9)
+        ax_d.set_title(f"perturbation, ‖δ‖∞ = {delta[i].abs().max():.3g}", fontsize=9)
         ax_a.imshow(_img(x_adv[i]), cmap="gray", vmin=0, vmax=1)
         ax_a.set_title(f"adversarial: {names[int(pred_a[i])]} ({conf_a[i]:.0%})",
                        color="black" if pred_a[i] == truth else "red", fontsize=9)
