@@ -1,4 +1,4 @@
-"""The course's command line: `python -m course_utils run | student | grade` (or `course …`)."""
+"""The course's command line: `python -m course_utils run | student | grade` (or `course-utils …`)."""
 from __future__ import annotations
 
 import argparse
