@@ -18,6 +18,13 @@ def _img(t: torch.Tensor) -> np.ndarray:
     return a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
 
 
+def _axes(ax, figsize):
+    """(figure, axis): a new figure of `figsize` when `ax` is None, else `ax` and its figure."""
+    if ax is None:
+        return plt.subplots(figsize=figsize)
+    return ax.figure, ax
+
+
 def _top(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with eval_mode(model), torch.inference_mode():
         p = model(x).softmax(dim=1)
@@ -74,32 +81,19 @@ def plot_accuracy_vs_eps(
     ax=None,
 ):
     """One line per attack (or model): accuracy against ε, with chance level for reference."""
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-    else:
-        fig = ax.figure
-    markers = "osD^vx*"
-    for k, (label, accs) in enumerate(curves.items()):
+    for label, accs in curves.items():
         if len(accs) != len(eps_list):
             raise ValueError(f"curve {label!r} has {len(accs)} points for {len(eps_list)} values of ε")
-        ax.plot(eps_list, np.asarray(accs) * 100, marker=markers[k % len(markers)], label=label)
-    if chance is not None:
-        ax.axhline(chance * 100, color="grey", lw=1, ls=":", label="chance")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    percent = {label: [100 * float(a) for a in accs] for label, accs in curves.items()}
+    fig = plot_curves(eps_list, percent, xlabel, "accuracy (%)", title,
+                      hline=(100 * chance, "chance") if chance is not None else None, ax=ax)
+    (ax or fig.axes[0]).set_ylim(-2, 102)
     return fig
 
 
 def plot_norm_balls(eps: float = 1.0, ax=None):
     """The unit balls of ℓ1, ℓ2 and ℓ∞ in two dimensions, scaled by ε."""
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.2, 4.2))
-    else:
-        fig = ax.figure
+    fig, ax = _axes(ax, (4.2, 4.2))
     t = np.linspace(0, 2 * np.pi, 400)
     ax.plot(eps * np.cos(t), eps * np.sin(t), label="ℓ2: x₁² + x₂² ≤ ε²")
     ax.plot(eps * np.array([1, 0, -1, 0, 1]), eps * np.array([0, 1, 0, -1, 0]), label="ℓ1: |x₁| + |x₂| ≤ ε")
@@ -132,10 +126,7 @@ def plot_image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, n
 
 def plot_histograms(values: Mapping[str, Sequence[float]], bins: Sequence[float], xlabel: str, title: str, ax=None):
     """Overlaid histograms, one per label (e.g. the smallest flipping ε per attack)."""
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-    else:
-        fig = ax.figure
+    fig, ax = _axes(ax, (6, 3.8))
     for label, v in values.items():
         v = np.asarray(v, dtype=float)
         ax.hist(v[np.isfinite(v)], bins=bins, alpha=0.55, label=f"{label} (median {np.median(v):.3f})")
@@ -178,10 +169,7 @@ def plot_curves(
     ax=None,
 ):
     """Several y-against-x lines on one axis, with an optional labelled horizontal reference line."""
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-    else:
-        fig = ax.figure
+    fig, ax = _axes(ax, (6, 4))
     markers = "osD^vx*"
     for k, (label, ys) in enumerate(curves.items()):
         ax.plot(x, ys, marker=markers[k % len(markers)], ms=4, label=label)
@@ -216,10 +204,7 @@ def plot_paired(
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if cap is not None:
         a, b = np.minimum(a, cap), np.minimum(b, cap)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.8, 4.6))
-    else:
-        fig = ax.figure
+    fig, ax = _axes(ax, (4.8, 4.6))
     span = max(np.nanmax(a), np.nanmax(b), 1e-9)
     jitter = np.random.default_rng(0).uniform(-0.006, 0.006, size=(2, len(a))) * span
     below, same = (b < a).mean(), (b == a).mean()
