@@ -24,6 +24,10 @@ SAMPLE_TEST_PER_CLASS = 100  # 5,000 digits → 4,000 train / 1,000 test, strati
 class DatasetUnavailableError(RuntimeError):
     """A dataset is neither on disk nor downloadable; the message says what to do."""
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows these lines instead of a traceback: the message is the whole story.
+        return [f"DatasetUnavailableError: {self}"]
+
 
 def repo_root() -> Path:
     """The course checkout this package was installed from (editable install or clone)."""
@@ -91,7 +95,12 @@ def load_mnist_sample(device="cpu", split_seed: int = 0):
 
 
 def _online(url: str, timeout: float = 3.0) -> bool:
-    """Whether the host of `url` answers a TCP connection within `timeout` seconds."""
+    """Whether the host of `url` answers a TCP connection within `timeout` seconds.
+
+    COURSE_OFFLINE=1 answers no without trying (for machines that must never download).
+    """
+    if os.environ.get("COURSE_OFFLINE", "").strip() not in ("", "0"):
+        return False
     parts = urllib.parse.urlparse(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:

@@ -197,3 +197,17 @@ def test_grade_reports_timeout_and_malformed_files(graded):
     assert rows["di"]["status"] == "timeout" and float(rows["di"]["points"]) == 0
     assert rows["ed"]["status"] == "not a notebook"
     assert set(rows) == {"ada", "bo", "cy", "di", "ed"}, "one row per submission, none lost"
+
+
+def test_full_profile_offline_fails_at_once_with_advice(tmp_path, monkeypatch):
+    """A notebook asked for `full` with no data and no network stops in seconds and says what to do."""
+    monkeypatch.setenv("COURSE_OFFLINE", "1")
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "empty"))
+    source = next(p for p in NOTEBOOKS if p.stem == "01_fgsm")
+    outcome = execute_notebook(source, tmp_path / "out", profile="full", timeout=120)
+    assert outcome.status.startswith("error in cell"), outcome
+    assert outcome.error.startswith("DatasetUnavailableError") and "fast" in outcome.error
+    assert outcome.seconds < 60
+    executed = nbformat.read(outcome.output, as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert len(errors) == 1 and len(errors[0].traceback) == 1, "the message, not a traceback wall"
