@@ -141,8 +141,6 @@ def format_value(value, fmt: str) -> str:
         return "—"
     if fmt == "pct" and isinstance(value, (int, float)):
         return f"{100 * value:.1f}%"
-    if fmt == "pts" and isinstance(value, (int, float)):
-        return f"{100 * value:.1f} pts"
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
