@@ -101,7 +101,7 @@ def execute_notebook(
     try:
         log, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the kernel is in the same session: it goes too
+        _kill_tree(proc)
         proc.communicate()
         return Outcome(name, "timeout", time.perf_counter() - start, f"still running after {timeout:g} s", output=executed)
     seconds = time.perf_counter() - start
@@ -112,6 +112,23 @@ def execute_notebook(
     if results is None:
         return Outcome(name, "no results", seconds, f"the notebook wrote no {results_file.name}", None, executed)
     return Outcome(name, "ok", seconds, "", results, executed)
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill papermill and its kernel. jupyter_client starts kernels in a session of their own,
+    so killing papermill's process group alone would leave a busy kernel spinning."""
+    try:
+        import psutil  # installed with ipykernel
+
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except Exception:
+        children = []
+    os.killpg(proc.pid, signal.SIGKILL)
+    for child in children:
+        try:
+            child.kill()
+        except Exception:
+            pass  # already gone
 
 
 def _last_line(log: bytes) -> str:

@@ -211,3 +211,23 @@ def test_full_profile_offline_fails_at_once_with_advice(tmp_path, monkeypatch):
     executed = nbformat.read(outcome.output, as_version=4)
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert len(errors) == 1 and len(errors[0].traceback) == 1, "the message, not a traceback wall"
+
+
+def test_timeout_leaves_no_kernel_running(tmp_path):
+    """A notebook stuck in a loop is stopped with its kernel (which runs in a session of its own)."""
+    import psutil
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("PROFILE = 'auto'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import os\nopen('kernel.pid', 'w').write(str(os.getpid()))\nwhile True:\n    pass"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "92_loop.ipynb")
+    outcome = execute_notebook(tmp_path / "92_loop.ipynb", tmp_path / "out", timeout=20)
+    assert outcome.status == "timeout"
+    pid = int((tmp_path / "out" / "kernel.pid").read_text())
+    try:
+        psutil.Process(pid).wait(timeout=5)
+    except psutil.NoSuchProcess:
+        pass
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
