@@ -31,6 +31,14 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct(model, x, y, batch_size).float().mean().item()
 
 
+def _attack_masks(model, x, y, attacks: Mapping[str, Attack], batch_size: int) -> dict[str, torch.Tensor]:
+    """Per attack, per example: is the attacked input still classified right? Each attack runs once."""
+    return {
+        name: torch.cat([correct(model, attack(model, xb, yb), yb, batch_size) for xb, yb in batches(x, y, batch_size)])
+        for name, attack in attacks.items()
+    }
+
+
 def robust_mask(
     model: nn.Module,
     x: torch.Tensor,
@@ -43,14 +51,11 @@ def robust_mask(
     This is AutoAttack's worst-case rule. The minimum of per-attack accuracies would
     overstate robustness whenever different attacks break different examples.
     """
-    attack_list = list(attacks.values()) if isinstance(attacks, Mapping) else list(attacks)
-    masks = []
-    for xb, yb in batches(x, y, batch_size):
-        ok = correct(model, xb, yb, batch_size)
-        for attack in attack_list:
-            ok &= correct(model, attack(model, xb, yb), yb, batch_size)
-        masks.append(ok)
-    return torch.cat(masks)
+    named = attacks if isinstance(attacks, Mapping) else dict(enumerate(attacks))
+    mask = correct(model, x, y, batch_size)
+    for attack_mask in _attack_masks(model, x, y, named, batch_size).values():
+        mask &= attack_mask
+    return mask
 
 
 def robust_accuracy_by_attack(
@@ -67,10 +72,7 @@ def robust_accuracy_by_attack(
     nothing extra and is never the (optimistic) minimum of the per-attack numbers.
     """
     clean = correct(model, x, y, batch_size)
-    masks = {}
-    for name, attack in attacks.items():
-        masks[name] = torch.cat([correct(model, attack(model, xb, yb), yb, batch_size)
-                                 for xb, yb in batches(x, y, batch_size)]) & clean
+    masks = {name: m & clean for name, m in _attack_masks(model, x, y, attacks, batch_size).items()}
     table = {name: m.float().mean().item() for name, m in masks.items()}
     worst = clean.clone()
     for m in masks.values():

@@ -11,6 +11,7 @@ from course_utils.evaluate import (
     minimal_flipping_eps,
     predict,
     robust_accuracy,
+    robust_accuracy_by_attack,
 )
 
 
@@ -58,6 +59,18 @@ def test_robust_accuracy_is_worst_case_per_example():
     assert robust_accuracy(model, x, y, [a, b]) == 0.0
     assert robust_accuracy(model, x, y, {"first": a, "second": b}) == 0.0
     assert robust_accuracy(model, x, y, [lambda m, xx, yy: xx]) == 1.0
+
+
+def test_accuracy_by_attack_reports_each_attack_and_the_worst_case():
+    """Same oracle as above, in one table: 0.5 per attack, 0 for the combination, each attack run once."""
+    x = torch.tensor([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 4)
+    y = torch.tensor([0] * 4 + [1] * 4)
+    calls = []
+    counting = lambda attack: (lambda m, xx, yy: calls.append(1) or attack(m, xx, yy))
+    table = robust_accuracy_by_attack(_logit_model(), x, y, {"first": counting(_swap_half(0)), "second": counting(_swap_half(1))},
+                                      batch_size=8, worst_case_label="both")
+    assert table == pytest.approx({"first": 0.5, "second": 0.5, "both": 0.0})
+    assert len(calls) == 2
 
 
 def test_robust_accuracy_counts_clean_mistakes_as_not_robust():
