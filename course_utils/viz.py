@@ -109,7 +109,8 @@ def plot_image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, n
     """A grid of images with optional per-image titles."""
     n = len(images)
     nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.5 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.55 * nrows + 0.4), squeeze=False,
+                             layout="constrained")  # keeps each row's titles clear of the row above
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([]), ax.set_yticks([])
         if i >= n:
@@ -120,7 +121,6 @@ def plot_image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, n
             ax.set_title(titles[i], fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
