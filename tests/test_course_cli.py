@@ -147,7 +147,7 @@ def _with_endless_loop(nb):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """Grade a folder of five 01_fgsm submissions, one per kind of student."""
+    """Grade a folder of submissions, one per kind of student (mostly 01_fgsm)."""
     root = tmp_path_factory.mktemp("submissions")
     source = next(p for p in NOTEBOOKS if p.stem == "01_fgsm")
     original = nbformat.read(source, as_version=4)
@@ -162,6 +162,16 @@ def graded(tmp_path_factory):
         nbformat.write(nb, root / student / "01_fgsm.ipynb")
     (root / "ed").mkdir()
     (root / "ed" / "01_fgsm.ipynb").write_text("this is not a notebook {")
+    # A cell that raises after the derive cell (the 5th code cell), and a notebook that runs but saves nothing.
+    broken = nbformat.from_dict(original)
+    broken.cells.insert(6, nbformat.v4.new_code_cell("raise RuntimeError('boom')"))
+    silent = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("PROFILE = 'auto'", metadata={"tags": ["parameters"]}),
+                                             nbformat.v4.new_code_cell("print('hello')")], metadata=original.metadata)
+    for student, nb in {"fu": broken, "gi": silent}.items():
+        (root / student).mkdir()
+        nbformat.write(nb, root / student / "01_fgsm.ipynb")
+    (root / "ha").mkdir()
+    nbformat.write(silent, root / "ha" / "99_not_in_the_course.ipynb")
     out = root / "grades.csv"
     code = main(["grade", str(root), "--out", str(out), "--timeout", "90", "--work", str(root / "work")])
     with out.open() as fh:
@@ -196,7 +206,14 @@ def test_grade_reports_timeout_and_malformed_files(graded):
     rows = graded[1]
     assert rows["di"]["status"] == "timeout" and float(rows["di"]["points"]) == 0
     assert rows["ed"]["status"] == "not a notebook"
-    assert set(rows) == {"ada", "bo", "cy", "di", "ed"}, "one row per submission, none lost"
+    assert set(rows) == {"ada", "bo", "cy", "di", "ed", "fu", "gi", "ha"}, "one row per submission, none lost"
+
+
+def test_grade_reports_the_failing_cell_and_missing_results(graded):
+    rows = graded[1]
+    assert rows["fu"]["status"] == "error in cell 5" and rows["fu"]["error"] == "RuntimeError: boom"
+    assert rows["gi"]["status"] == "no results" and float(rows["gi"]["points"]) == 0
+    assert rows["ha"]["status"] == "unknown notebook"
 
 
 def test_full_profile_offline_fails_at_once_with_advice(tmp_path, monkeypatch):
