@@ -29,10 +29,6 @@ def strip_solutions(source: str) -> str:
     return _REGION.sub(lambda m: f"{m.group(1)}# YOUR CODE HERE\n{m.group(1)}raise NotImplementedError(){m.group(2)}", source)
 
 
-def has_solution(source: str) -> bool:
-    return BEGIN in source
-
-
 def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy of `nb` with solutions stripped and outputs, counts and run metadata cleared."""
     out = nbformat.from_dict(nb)  # deep copy

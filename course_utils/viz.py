@@ -124,19 +124,6 @@ def plot_image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, n
     return fig
 
 
-def plot_histograms(values: Mapping[str, Sequence[float]], bins: Sequence[float], xlabel: str, title: str, ax=None):
-    """Overlaid histograms, one per label (e.g. the smallest flipping ε per attack)."""
-    fig, ax = _axes(ax, (6, 3.8))
-    for label, v in values.items():
-        v = np.asarray(v, dtype=float)
-        ax.hist(v[np.isfinite(v)], bins=bins, alpha=0.55, label=f"{label} (median {np.median(v):.3f})")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("examples")
-    ax.set_title(title)
-    ax.legend()
-    return fig
-
-
 def plot_input_gradients(x: torch.Tensor, grads: torch.Tensor, titles: Sequence[str] | None = None, title: str | None = None):
     """Images (top row) above their input gradients (bottom row, red = brighten raises the quantity)."""
     n = len(x)
