@@ -52,6 +52,13 @@ class Profile:
     pgd_restarts: int  # random restarts for the strongest evaluation
     step_multiplier: float  # α = step_multiplier · ε / steps (Madry et al. use ≈ 2.5)
     minimal_eps_size: int  # examples whose smallest flipping ε is searched (02)
+    adv_epochs: int  # epochs of adversarial training (04–08)
+    train_pgd_steps: int  # k of PGD-k adversarial training
+    strong_steps: int  # PGD steps of the "strong" evaluation attack (run with pgd_restarts restarts)
+    large_eps: float  # the MNIST budget of Madry et al. (0.3): where catastrophic overfitting and masking show
+    eps_ramp: float  # fraction of adversarial training over which ε grows from 0 (needed at large_eps)
+    masking_steps: tuple[int, ...]  # the k of the lecture's Figure 27.3 (05)
+    monitor_size: int  # held-out digits checked after every training epoch (tail of the test split)
 
     def alpha(self, eps: float, steps: int | None = None) -> float:
         """PGD step size for budget `eps`: large enough to cross the ball, small enough to refine."""
@@ -80,6 +87,13 @@ PROFILES: dict[str, Profile] = {
         pgd_restarts=2,
         step_multiplier=2.5,
         minimal_eps_size=100,
+        adv_epochs=10,
+        train_pgd_steps=7,
+        strong_steps=40,
+        large_eps=0.3,
+        eps_ramp=0.3,
+        masking_steps=(1, 2, 3, 5, 10),
+        monitor_size=200,
     ),
     # full: all of MNIST on a GPU; the numbers are comparable with the papers'.
     "full": Profile(
@@ -87,7 +101,7 @@ PROFILES: dict[str, Profile] = {
         dataset="mnist",
         n_train=60000,
         n_test=10000,
-        eval_size=10000,
+        eval_size=9000,  # the last 1,000 test digits are the training monitor (monitor_size)
         epochs=8,
         batch_size=128,
         lr=1e-3,
@@ -97,6 +111,13 @@ PROFILES: dict[str, Profile] = {
         pgd_restarts=5,
         step_multiplier=2.5,
         minimal_eps_size=1000,
+        adv_epochs=10,
+        train_pgd_steps=10,
+        strong_steps=100,
+        large_eps=0.3,
+        eps_ramp=0.3,
+        masking_steps=(1, 2, 3, 5, 10),
+        monitor_size=1000,
     ),
 }
 

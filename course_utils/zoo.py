@@ -6,14 +6,20 @@ load the very same weights.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, fields
+from typing import Callable
 
 import torch
 from torch import nn
 
+from . import attacks
 from .checkpoints import load_or_train
+from .evaluate import accuracy, robust_accuracy
 from .models import build_model
 from .setup import Profile
-from .train import fit
+from .train import eps_ramp, fit
+
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -66,3 +72,146 @@ def standard_model(
         return net, history
 
     return load_or_train(f"{model}_standard_{profile.name}_s{seed}", train, standard_config(profile, data_fingerprint(x_train, y_train), seed, model), device)
+
+
+# ----------------------------------------------------------------------------- adversarial training
+METHODS = ("standard", "fgsm", "fgsm_rs", "pgd")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one model is trained: everything that changes its weights, and nothing else.
+
+    method   "standard" (clean inputs), "fgsm" (x0 + ε·sign(∇), the lecture's single step),
+             "fgsm_rs" (FGSM from a random point of the ball, step α = 1.25ε: Wong et al.'s
+             "fast" training) or "pgd" (k steps of size α, Madry et al.).
+    eps      the training budget; a standard model is still monitored at this ε.
+    steps    k, the attack's gradient steps (1 for the FGSM methods).
+    alpha    step size; None means the method's default (ε, 1.25ε, 2.5ε/k).
+    random_start  PGD only: start from a random point of the ball.
+    ramp     fraction of training over which ε grows from 0 (see `train.eps_ramp`).
+    early_stop    keep the epoch whose PGD check on the monitor split was best.
+    monitor  record clean, FGSM and PGD accuracy at ε on a held-out split after every epoch.
+    """
+
+    method: str
+    eps: float
+    epochs: int
+    steps: int = 1
+    alpha: float | None = None
+    random_start: bool = False
+    ramp: float = 0.0
+    early_stop: bool = False
+    monitor: bool = True
+    model: str = "small_cnn"
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if not (isinstance(self.eps, (int, float)) and 0 <= self.eps <= 1):
+            raise ValueError(f"eps must be in [0, 1] (pixel units), got {self.eps!r}")
+        if self.method != "standard" and self.eps == 0:
+            raise ValueError(f"{self.method} training needs eps > 0")
+        if self.method in ("fgsm", "fgsm_rs") and self.steps != 1:
+            raise ValueError(f"{self.method} takes one step; use method='pgd' for steps={self.steps}")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be an int ≥ 1, got {self.steps!r}")
+        if self.early_stop and not self.monitor:
+            raise ValueError("early_stop needs monitor=True (it stops on the monitor's PGD check)")
+
+    @property
+    def step_size(self) -> float:
+        if self.alpha is not None:
+            return self.alpha
+        return {"standard": 0.0, "fgsm": self.eps, "fgsm_rs": 1.25 * self.eps}.get(self.method, 2.5 * self.eps / self.steps)
+
+    @property
+    def name(self) -> str:
+        """A file-name-safe label, e.g. 'small_cnn_pgd7_eps0.1'."""
+        what = {"standard": "standard", "fgsm": "fgsm", "fgsm_rs": "fgsmrs"}.get(self.method, f"pgd{self.steps}")
+        extra = ("_es" if self.early_stop else "") + (f"_a{self.alpha:g}" if self.alpha is not None else "")
+        return f"{self.model}_{what}_eps{self.eps:g}{extra}"
+
+    def training_attack(self, eps: float) -> Attack | None:
+        """The attack that replaces each mini-batch, at budget `eps` (the step size scales with it)."""
+        if self.method == "standard":
+            return None
+        alpha = self.step_size * eps / self.eps
+        if self.method == "fgsm":
+            return lambda m, x, y: attacks.pgd(m, x, y, eps, alpha, 1, random_start=False)
+        if self.method == "fgsm_rs":
+            return lambda m, x, y: attacks.pgd(m, x, y, eps, alpha, 1, random_start=True)
+        return lambda m, x, y: attacks.pgd(m, x, y, eps, alpha, self.steps, random_start=self.random_start)
+
+
+def monitor_split(x_test: torch.Tensor, y_test: torch.Tensor, profile: Profile) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out digits watched during training: the tail of the test split, disjoint from the
+    first `profile.eval_size` that the notebooks report, so early stopping never sees those."""
+    n = profile.monitor_size
+    if n + profile.eval_size > len(y_test):
+        raise ValueError(f"monitor ({n}) and evaluation ({profile.eval_size}) digits overlap in a test split of {len(y_test)}")
+    return x_test[-n:], y_test[-n:]
+
+
+def monitor_fn(recipe: Recipe, x_val: torch.Tensor, y_val: torch.Tensor, profile: Profile, seed: int = 0):
+    """Clean, FGSM and PGD accuracy at the recipe's ε on the monitor split (for `fit`'s eval_fn)."""
+    eps = recipe.eps if recipe.eps > 0 else profile.eps
+    steps = profile.pgd_steps
+
+    def monitor(model: nn.Module) -> dict:
+        gen = torch.Generator().manual_seed(seed)  # the same random starts every epoch
+        return {
+            "clean_acc": accuracy(model, x_val, y_val),
+            "fgsm_acc": robust_accuracy(model, x_val, y_val, lambda m, x, y: attacks.fgsm(m, x, y, eps)),
+            "pgd_acc": robust_accuracy(model, x_val, y_val, lambda m, x, y: attacks.pgd(
+                m, x, y, eps, profile.alpha(eps, steps), steps, generator=gen)),
+        }
+
+    return monitor
+
+
+def recipe_config(recipe: Recipe, profile: Profile, data: str, seed: int) -> dict:
+    config = {f.name: getattr(recipe, f.name) for f in fields(recipe)}
+    config.update(
+        data=data, dataset=profile.dataset, n_train=profile.n_train, batch_size=profile.batch_size,
+        lr=profile.lr, seed=seed, monitor_size=profile.monitor_size if recipe.monitor else 0,
+        monitor_steps=profile.pgd_steps if recipe.monitor else 0,
+    )
+    return config
+
+
+def trained_model(
+    recipe: Recipe,
+    profile: Profile,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    device,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[nn.Module, list]:
+    """The model `recipe` describes, trained on (x_train, y_train) — or loaded if any notebook trained it.
+
+    (x_val, y_val) is the monitor split (`monitor_split`). Returns (model, history), one
+    record per epoch with loss, train_acc, seconds and, when monitored, clean_acc, fgsm_acc
+    and pgd_acc at the recipe's ε.
+    """
+    if len(y_train) != profile.n_train:
+        raise ValueError(f"expected the profile's {profile.n_train} training images, got {len(y_train)}")
+    config = recipe_config(recipe, profile, data_fingerprint(x_train, y_train), seed)
+
+    def train(config: dict):
+        torch.manual_seed(seed)
+        net = build_model(recipe.model).to(device)
+        ramp = eps_ramp(recipe.eps, recipe.ramp)
+        attack_at = None if recipe.method == "standard" else (lambda t: recipe.training_attack(ramp(t)))
+        history = fit(
+            net, x_train, y_train, epochs=recipe.epochs, attack_at=attack_at, lr=profile.lr,
+            batch_size=profile.batch_size, generator=torch.Generator().manual_seed(seed), progress=progress,
+            eval_fn=monitor_fn(recipe, x_val, y_val, profile, seed) if recipe.monitor else None,
+            keep_best="pgd_acc" if recipe.early_stop else None, desc=f"training {recipe.name}",
+        )
+        return net, history
+
+    return load_or_train(f"{recipe.name}_{profile.name}_s{seed}", train, config, device)

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from course_utils import attacks
-from course_utils.checks import check_fgsm, check_pgd, check_project_linf
+from course_utils.checks import check_adversarial_training_step, check_fgsm, check_pgd, check_project_linf
 
 
 def _grad(model, x, y):
@@ -129,3 +129,44 @@ def test_messages_say_what_is_wrong(capsys):
     assert "[0, 1]" in out
     _, out = _passes(check_pgd, crashes, capsys)
     assert "IndexError" in out
+
+
+# ----------------------------------------------------------------------------- adversarial training step
+def _good_step(model, optimizer, x, y, attack):
+    x_adv = attack(model, x, y)
+    model.train()
+    loss = F.cross_entropy(model(x_adv), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def test_adversarial_training_step_check_passes_the_recipe(capsys):
+    assert check_adversarial_training_step(_good_step) is True
+    assert "✅" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    ("clean", "model(x_adv)"),
+    ("no_zero_grad", "zero_grad"),
+    ("no_attack", "never called attack"),
+    ("no_return", "as a number"),
+    ("unfinished", "not implemented"),
+])
+def test_adversarial_training_step_check_names_the_mistake(mistake, hint, capsys):
+    def step(model, optimizer, x, y, attack):
+        if mistake == "unfinished":
+            raise NotImplementedError
+        x_in = x if mistake == "no_attack" else attack(model, x, y)
+        if mistake == "clean":
+            x_in = x
+        loss = F.cross_entropy(model(x_in), y)
+        if mistake != "no_zero_grad":
+            optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return None if mistake == "no_return" else loss.item()
+
+    assert check_adversarial_training_step(step) is False
+    assert hint in capsys.readouterr().out

@@ -51,3 +51,33 @@ def test_normalize_holds_buffers_not_parameters():
 def test_normalize_rejects_non_positive_std(std):
     with pytest.raises(ValueError, match="std"):
         Normalize([0.0] * len(std), std)
+
+
+def test_small_cnn_is_wongs_mnist_network():
+    """conv 1→16 (4×4), conv 16→32 (4×4), fc 1568→100, fc 100→10, with biases."""
+    expected = (16 * 16 + 16) + (32 * 16 * 16 + 32) + (32 * 7 * 7 * 100 + 100) + (100 * 10 + 10)
+    assert count_parameters(build_model("small_cnn")) == expected
+    assert build_model("small_cnn")(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_scaled_logits_mask_the_cross_entropy_gradient_but_not_the_margin():
+    """Same predictions; a saturated softmax gives an exactly zero CE gradient; the margin's is untouched in sign."""
+    import torch.nn.functional as F
+
+    from course_utils.attacks import input_gradient, margin_loss
+    from course_utils.models import ScaledLogits
+
+    torch.manual_seed(0)
+    base = build_model("linear")
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        y = base(x).argmax(1)  # labels the model gets right, so its softmax saturates on them
+    masked = ScaledLogits(base, 1e4)
+    assert torch.equal(masked(x).argmax(1), y)
+    assert torch.count_nonzero(input_gradient(masked, x, y)) == 0
+    assert torch.count_nonzero(input_gradient(base, x, y)) > 0
+    g_masked, g_base = input_gradient(masked, x, y, margin_loss), input_gradient(base, x, y, margin_loss)
+    assert torch.equal(g_masked.sign(), g_base.sign())
+    assert F.cross_entropy(masked(x), y).item() == 0.0
+    with pytest.raises(ValueError):
+        ScaledLogits(base, 0.0)

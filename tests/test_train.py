@@ -101,3 +101,79 @@ def test_bad_arguments_raise(small_split):
         fit(linear(), x, y, epochs=1, clean_weight=1.5, progress=False)
     with pytest.raises(ValueError, match="optimizer"):
         fit(linear(), x, y, epochs=1, optimizer="adagrad", progress=False)
+
+
+# ----------------------------------------------------------------------------- schedules
+def test_eps_ramp_rises_linearly_then_stays():
+    """Closed form: ε·t/ramp until t = ramp, then ε; never 0, so the first batch's attack is valid."""
+    from course_utils.train import eps_ramp
+
+    ramp = eps_ramp(0.3, 0.5)
+    assert ramp(0.25) == pytest.approx(0.15)
+    assert ramp(0.5) == pytest.approx(0.3) and ramp(0.9) == pytest.approx(0.3)
+    assert 0 < ramp(0.0) < 0.001
+    assert eps_ramp(0.3, 0.0)(0.0) == 0.3
+    with pytest.raises(ValueError, match="ramp"):
+        eps_ramp(0.3, 1.5)
+
+
+def test_cyclic_lr_is_a_triangle():
+    from course_utils.train import cyclic_lr
+
+    lr = cyclic_lr(0.01, warmup=0.4)
+    assert lr(0.0) == 0.0
+    assert lr(0.2) == pytest.approx(0.005) and lr(0.4) == pytest.approx(0.01)
+    assert lr(0.7) == pytest.approx(0.005)
+    with pytest.raises(ValueError):
+        cyclic_lr(0.01, warmup=1.0)
+
+
+def test_attack_at_and_lr_at_see_the_progress_of_training(small_split):
+    """Every mini-batch asks the schedules once, with t = batches done / all batches, in order."""
+    x, y, _, _ = small_split
+    seen_attack, seen_lr = [], []
+
+    def attack_at(t):
+        seen_attack.append(t)
+        return lambda m, xb, yb: xb
+
+    def lr_at(t):
+        seen_lr.append(t)
+        return 1e-2
+
+    _fit(linear(), x[:200], y[:200], epochs=2, attack_at=attack_at, lr_at=lr_at)  # 4 batches per epoch
+    assert seen_attack == seen_lr == [i / 8 for i in range(8)]
+
+
+def test_lr_at_sets_the_optimizer_rate(small_split):
+    """A learning rate of 0 throughout must leave the weights exactly where they were."""
+    x, y, _, _ = small_split
+    model = linear()
+    before = [p.detach().clone() for p in model.parameters()]
+    _fit(model, x[:200], y[:200], epochs=1, lr_at=lambda t: 0.0, optimizer="sgd")
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_keep_best_restores_the_best_epochs_weights(small_split):
+    """The eval_fn below scores epoch 2 highest; after training the model must hold epoch 2's weights."""
+    x, y, _, _ = small_split
+    snapshots, scores = [], iter([0.1, 0.9, 0.5])
+
+    def eval_fn(model):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"pgd_acc": next(scores)}
+
+    model = linear()
+    _fit(model, x, y, epochs=3, eval_fn=eval_fn, keep_best="pgd_acc")
+    assert all(torch.equal(v, snapshots[1][k]) for k, v in model.state_dict().items())
+    assert not all(torch.equal(v, snapshots[2][k]) for k, v in model.state_dict().items())
+
+
+def test_schedule_arguments_are_checked(small_split):
+    x, y, _, _ = small_split
+    with pytest.raises(ValueError, match="not both"):
+        _fit(linear(), x, y, attack=lambda m, a, b: a, attack_at=lambda t: None)
+    with pytest.raises(ValueError, match="eval_fn"):
+        _fit(linear(), x, y, keep_best="pgd_acc")
+    with pytest.raises(ValueError, match="reported only"):
+        _fit(linear(), x, y, eval_fn=lambda m: {"clean_acc": 1.0}, keep_best="pgd_acc")

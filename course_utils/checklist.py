@@ -1,0 +1,187 @@
+"""The evaluation checklist as code (Carlini et al. 2019, "On Evaluating Adversarial Robustness").
+
+A robustness number is only as good as the attack behind it. Each function here runs one
+sanity check on an evaluation and returns a `Verdict`: the measured evidence, whether the
+evaluation passed, and one sentence saying what that means. A model whose gradients are
+masked (05) fails some of them even though a weak attack reports it as robust.
+
+Attacks are passed in as callables, so the checklist audits whatever attack the
+evaluation used: `attack(model, x, y)` for a fixed budget, or `attack_at(model, x, y, eps)`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .evaluate import EpsAttack, correct, robust_accuracy, robust_mask
+
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One checklist item's outcome. `passed` is None when the check could not run."""
+
+    item: str
+    passed: bool | None
+    evidence: dict[str, float] = field(default_factory=dict)
+    explanation: str = ""
+
+    def __str__(self) -> str:
+        mark = {True: "✅ pass", False: "❌ FAIL", None: "⚪ not run"}[self.passed]
+        numbers = ", ".join(f"{k} {v:.1%}" if 0 <= v <= 1 else f"{k} {v:g}" for k, v in self.evidence.items())
+        return f"{mark} | {self.item}: {numbers} — {self.explanation}"
+
+
+def _check_tolerance(tolerance: float) -> float:
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be a fraction in [0, 1), got {tolerance}")
+    return float(tolerance)
+
+
+def reaches_chance(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack_at: EpsAttack,
+    *,
+    eps: float = 0.5,
+    n_classes: int = 10,
+    tolerance: float = 0.05,
+) -> Verdict:
+    """Item 1: with a budget large enough to erase the image, accuracy must fall to chance or below.
+
+    At ℓ∞ ε = 0.5 on images in [0, 1] every image can be turned into the same flat grey, so
+    no classifier can do better than guessing; an attack that leaves more accuracy than
+    1/n_classes (+ tolerance) is failing to optimise, not meeting a robust model.
+    """
+    _check_tolerance(tolerance)
+    acc = robust_accuracy(model, x, y, lambda m, xb, yb: attack_at(m, xb, yb, eps))
+    chance = 1.0 / n_classes
+    passed = acc <= chance + tolerance
+    explanation = (f"at ε = {eps:g} the attack drives accuracy to chance or below, as it must"
+                   if passed else
+                   f"at ε = {eps:g} the image can be erased, yet {acc:.0%} survive: the attack is not optimising")
+    return Verdict("accuracy reaches chance at a huge ε", passed, {"accuracy": acc, "chance": chance}, explanation)
+
+
+def iterative_beats_single_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    single_step: Attack,
+    iterative: Attack,
+    *,
+    tolerance: float = 0.01,
+) -> Verdict:
+    """Item 2: an iterative attack (PGD) must leave no more accuracy than a single step (FGSM).
+
+    PGD can take FGSM's step and then improve on it; if FGSM does better, the iterative
+    attack's gradients are misleading it (masking) or its step size is wrong.
+    """
+    _check_tolerance(tolerance)
+    single = robust_accuracy(model, x, y, single_step)
+    multi = robust_accuracy(model, x, y, iterative)
+    passed = multi <= single + tolerance
+    explanation = ("the iterative attack is at least as strong as the single step"
+                   if passed else "the single step beats the iterative attack: its gradients mislead the iterations")
+    return Verdict("iterative ≥ single-step", passed, {"single-step acc": single, "iterative acc": multi}, explanation)
+
+
+def has_converged(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Attack,
+    stronger: Attack,
+    *,
+    tolerance: float = 0.02,
+) -> Verdict:
+    """Item 3: more steps and more restarts must no longer lower the accuracy (by more than `tolerance`).
+
+    The stronger run is combined with the original per example (worst case of both), so
+    the drop is exactly the fraction of examples that only the extra effort breaks.
+    """
+    _check_tolerance(tolerance)
+    base_mask = robust_mask(model, x, y, [attack])
+    both_mask = base_mask & robust_mask(model, x, y, [stronger])
+    base, both = base_mask.float().mean().item(), both_mask.float().mean().item()
+    drop = base - both
+    passed = drop <= tolerance
+    explanation = (f"more steps and restarts break only {drop:.1%} more: the attack has converged"
+                   if passed else f"more steps and restarts break {drop:.1%} more: the reported number is not a bound yet")
+    return Verdict("more steps/restarts change nothing", passed, {"accuracy": base, "with more effort": both}, explanation)
+
+
+def white_box_beats_transfer(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Attack,
+    surrogate: nn.Module,
+    *,
+    tolerance: float = 0.01,
+) -> Verdict:
+    """Item 4: attacking the model itself must beat attacking an independent model and transferring.
+
+    `attack(surrogate, x, y)` makes the transfer examples. The white-box attacker knows
+    strictly more, so if transferred examples fool the model more often, the model's own
+    gradients are hiding the adversarial examples that exist.
+    """
+    _check_tolerance(tolerance)
+    white = robust_accuracy(model, x, y, attack)
+    transfer_mask = torch.cat([correct(model, attack(surrogate, xb, yb), yb) for xb, yb in _chunks(x, y)])
+    transfer = (transfer_mask & correct(model, x, y)).float().mean().item()
+    passed = white <= transfer + tolerance
+    explanation = ("attacking the model directly works better than transferring from another model"
+                   if passed else "examples made on another model fool it more often than its own gradients do")
+    return Verdict("white-box ≥ transfer", passed, {"white-box acc": white, "transfer acc": transfer}, explanation)
+
+
+def agrees_with_reference(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Attack,
+    eps: float,
+    *,
+    steps: int = 50,
+    losses: Sequence[str] = ("ce", "dlr"),
+    tolerance: float = 0.03,
+    seed: int = 0,
+) -> Verdict:
+    """Item 5: an independent implementation must not find much lower accuracy than ours.
+
+    The reference is torchattacks' APGD (Croce & Hein 2020), run with each loss in
+    `losses` (its cross-entropy and its scale-invariant DLR loss: the pair AutoAttack
+    starts with) and combined per example. If it beats our attack by more than
+    `tolerance`, our number overstates robustness. Returns a verdict of None ("not run")
+    when torchattacks is not installed.
+    """
+    _check_tolerance(tolerance)
+    try:
+        import torchattacks
+    except ImportError:
+        return Verdict("independent implementation agrees", None, {},
+                       "torchattacks is not installed (pip install torchattacks scipy)")
+    ours = robust_accuracy(model, x, y, attack)
+    apgd = [torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, loss=loss, seed=seed) for loss in losses]
+    # torchattacks leaves the model in eval mode and returns detached images in [0, 1].
+    ref = robust_accuracy(model, x, y, [lambda m, xb, yb, a=a: a(xb, yb).detach() for a in apgd])
+    passed = ours - ref <= tolerance
+    explanation = ("APGD (an independent implementation) finds no more than our attack"
+                   if passed else f"APGD finds {ours - ref:.1%} more adversarial examples than our attack")
+    return Verdict("independent implementation agrees", passed, {"ours": ours, "APGD": ref}, explanation)
+
+
+def _chunks(x: torch.Tensor, y: torch.Tensor, size: int = 500):
+    for i in range(0, len(y), size):
+        yield x[i : i + size], y[i : i + size]
+
+
+def summarize(verdicts: Sequence[Verdict]) -> bool:
+    """True when no item failed (items that could not run neither pass nor fail the evaluation)."""
+    return all(v.passed is not False for v in verdicts)

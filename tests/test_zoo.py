@@ -1,0 +1,83 @@
+"""The course's model recipes: validated, named, trained once and reloaded, monitored per epoch."""
+import pytest
+import torch
+
+from course_utils import attacks
+from course_utils.setup import get_profile
+from course_utils.zoo import Recipe, monitor_split, recipe_config, trained_model
+
+
+def test_recipes_reject_what_cannot_be_trained():
+    with pytest.raises(ValueError, match="method"):
+        Recipe("trades", 0.1, 1)
+    with pytest.raises(ValueError, match="eps"):
+        Recipe("pgd", 0.0, 1)
+    with pytest.raises(ValueError, match="eps"):
+        Recipe("pgd", 8, 1)  # ε in 0-255 units instead of [0, 1]
+    with pytest.raises(ValueError, match="one step"):
+        Recipe("fgsm", 0.1, 1, steps=3)
+    with pytest.raises(ValueError, match="monitor"):
+        Recipe("pgd", 0.1, 1, early_stop=True, monitor=False)
+
+
+def test_default_step_sizes_follow_the_papers():
+    """FGSM: α = ε; Wong et al.'s fast training: α = 1.25ε; Madry et al.'s PGD-k: α = 2.5ε/k."""
+    assert Recipe("fgsm", 0.3, 1).step_size == pytest.approx(0.3)
+    assert Recipe("fgsm_rs", 0.3, 1).step_size == pytest.approx(0.375)
+    assert Recipe("pgd", 0.3, 1, steps=10).step_size == pytest.approx(0.075)
+    assert Recipe("pgd", 0.3, 1, steps=10, alpha=0.01).step_size == 0.01
+    assert Recipe("pgd", 0.1, 1, steps=7).name == "small_cnn_pgd7_eps0.1"
+    assert Recipe("fgsm", 0.3, 1, early_stop=True).name == "small_cnn_fgsm_eps0.3_es"
+
+
+def test_fgsm_recipe_attack_is_fgsm(trained_cnn, eval_batch):
+    """Oracle: one step of size ε from x0 is exactly the FGSM image."""
+    x, y = eval_batch[0][:50], eval_batch[1][:50]
+    x_adv = Recipe("fgsm", 0.2, 1).training_attack(0.2)(trained_cnn, x, y)
+    assert torch.allclose(x_adv, attacks.fgsm(trained_cnn, x, y, 0.2))
+    # At a smaller (ramped) ε the step shrinks with it and the result stays in that smaller ball.
+    x_small = Recipe("fgsm_rs", 0.2, 1).training_attack(0.05)(trained_cnn, x, y)
+    assert (x_small - x).abs().max() <= 0.05 + 1e-6
+    assert Recipe("standard", 0.1, 1).training_attack(0.1) is None
+
+
+def test_monitor_split_is_disjoint_from_the_reported_digits(mnist):
+    _, _, x_test, y_test = mnist
+    profile = get_profile("fast")
+    x_val, _ = monitor_split(x_test, y_test, profile)
+    assert len(x_val) == profile.monitor_size
+    assert torch.equal(x_val, x_test[len(y_test) - profile.monitor_size:])
+    assert len(y_test) - profile.monitor_size >= profile.eval_size
+    with pytest.raises(ValueError, match="overlap"):
+        monitor_split(x_test, y_test, profile.replace(monitor_size=700))
+
+
+def test_trained_model_records_the_monitor_and_is_reloaded_not_retrained(mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CHECKPOINT_DIR", str(tmp_path))
+    x_train, y_train, x_test, y_test = mnist
+    profile = get_profile("fast").replace(n_train=300, batch_size=100, monitor_size=40, pgd_steps=2)
+    x_val, y_val = monitor_split(x_test, y_test, profile)
+    recipe = Recipe("fgsm", 0.1, 2, model="linear", ramp=0.5)
+    model, history = trained_model(recipe, profile, x_train[:300], y_train[:300], x_val, y_val, "cpu", progress=False)
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert {"clean_acc", "fgsm_acc", "pgd_acc"} <= set(history[0])
+    assert all(0 <= r["pgd_acc"] <= r["clean_acc"] <= 1 for r in history)
+    files = list(tmp_path.glob("*.pt"))
+    assert [f.name for f in files] == ["linear_fgsm_eps0.1_fast_s0.pt"]
+    mtime = files[0].stat().st_mtime_ns
+    again, history_again = trained_model(recipe, profile, x_train[:300], y_train[:300], x_val, y_val, "cpu", progress=False)
+    assert files[0].stat().st_mtime_ns == mtime, "a matching cache must be loaded, not retrained"
+    assert history_again == history
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ValueError, match="training images"):
+        trained_model(recipe, profile, x_train[:200], y_train[:200], x_val, y_val, "cpu", progress=False)
+
+
+def test_config_changes_with_everything_that_changes_the_weights():
+    profile = get_profile("fast")
+    base = recipe_config(Recipe("pgd", 0.1, 10, steps=7), profile, "abc", 0)
+    for other in (Recipe("pgd", 0.1, 10, steps=5), Recipe("pgd", 0.2, 10, steps=7), Recipe("pgd", 0.1, 9, steps=7),
+                  Recipe("pgd", 0.1, 10, steps=7, random_start=True), Recipe("pgd", 0.1, 10, steps=7, ramp=0.3)):
+        assert recipe_config(other, profile, "abc", 0) != base
+    assert recipe_config(Recipe("pgd", 0.1, 10, steps=7), profile, "abc", 1) != base
+    assert recipe_config(Recipe("pgd", 0.1, 10, steps=7), profile, "abd", 0) != base
