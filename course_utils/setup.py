@@ -58,6 +58,7 @@ class Profile:
     large_eps: float  # the MNIST budget of Madry et al. (0.3): where catastrophic overfitting and masking show
     eps_ramp: float  # fraction of adversarial training over which ε grows from 0 (needed at large_eps)
     masking_steps: tuple[int, ...]  # the k of the lecture's Figure 27.3 (05)
+    masking_epochs: int  # epochs of each k ≥ 2 model of Figure 27.3 (k = 1 is 04's model, adv_epochs)
     monitor_size: int  # held-out digits checked after every training epoch (tail of the test split)
 
     def alpha(self, eps: float, steps: int | None = None) -> float:
@@ -93,6 +94,7 @@ PROFILES: dict[str, Profile] = {
         large_eps=0.3,
         eps_ramp=0.3,
         masking_steps=(1, 2, 3, 5, 10),
+        masking_epochs=6,
         monitor_size=200,
     ),
     # full: all of MNIST on a GPU; the numbers are comparable with the papers'.
@@ -117,6 +119,7 @@ PROFILES: dict[str, Profile] = {
         large_eps=0.3,
         eps_ramp=0.3,
         masking_steps=(1, 2, 3, 5, 10),
+        masking_epochs=10,
         monitor_size=1000,
     ),
 }

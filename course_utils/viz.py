@@ -145,6 +145,33 @@ def plot_input_gradients(x: torch.Tensor, grads: torch.Tensor, titles: Sequence[
     return fig
 
 
+def plot_gradients_by_model(x: torch.Tensor, grads: Mapping[str, torch.Tensor], titles: Sequence[str] | None = None,
+                            title: str | None = None):
+    """Images (top row) and, one row per model, their input gradients (red: brightening raises log p(y*|x)).
+
+    Each gradient is scaled to its own full contrast: the pattern matters, not the size.
+    """
+    n, rows = len(x), 1 + len(grads)
+    fig, axes = plt.subplots(rows, n, figsize=(1.7 * n, 1.8 * rows + 0.4), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(_img(x[i]), cmap="gray", vmin=0, vmax=1)
+        if titles is not None:
+            axes[0, i].set_title(titles[i], fontsize=9)
+        for r, g_all in enumerate(grads.values(), start=1):
+            g = g_all[i].detach().cpu().sum(0).numpy()
+            lim = max(abs(g).max(), 1e-12)
+            axes[r, i].imshow(g, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    axes[0, 0].set_ylabel("image x0")
+    for r, name in enumerate(grads, start=1):
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_curves(
     x: Sequence[float],
     curves: Mapping[str, Sequence[float]],

@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from course_utils import attacks
-from course_utils.checks import check_adversarial_training_step, check_fgsm, check_pgd, check_project_linf
+from course_utils.checks import (check_adversarial_training_step, check_fgsm, check_pgd, check_project_linf,
+                                 check_white_box_vs_transfer)
 
 
 def _grad(model, x, y):
@@ -169,4 +170,26 @@ def test_adversarial_training_step_check_names_the_mistake(mistake, hint, capsys
         return None if mistake == "no_return" else loss.item()
 
     assert check_adversarial_training_step(step) is False
+    assert hint in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- white-box vs transfer
+def _white_transfer(model, surrogate, x, y, attack, *, swap=False, ignore_clean=False):
+    with torch.no_grad():
+        ok = model(x).argmax(1) == y
+        if ignore_clean:
+            ok = torch.ones_like(ok)
+        white = ((model(attack(model, x, y)).argmax(1) == y) & ok).float().mean().item()
+        transfer = ((model(attack(surrogate, x, y)).argmax(1) == y) & ok).float().mean().item()
+    return (transfer, white) if swap else (white, transfer)
+
+
+def test_white_box_vs_transfer_check_passes_the_reference(capsys):
+    assert check_white_box_vs_transfer(_white_transfer) is True
+    assert "✅" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kwargs, hint", [({"swap": True}, "swapped"), ({"ignore_clean": True}, "clean version")])
+def test_white_box_vs_transfer_check_names_the_mistake(kwargs, hint, capsys):
+    assert check_white_box_vs_transfer(lambda *a: _white_transfer(*a, **kwargs)) is False
     assert hint in capsys.readouterr().out
