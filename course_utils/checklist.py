@@ -185,3 +185,48 @@ def _chunks(x: torch.Tensor, y: torch.Tensor, size: int = 500):
 def summarize(verdicts: Sequence[Verdict]) -> bool:
     """True when no item failed (items that could not run neither pass nor fail the evaluation)."""
     return all(v.passed is not False for v in verdicts)
+
+
+def remember(attack: Attack) -> Attack:
+    """`attack`, computed once per (model, batch): several checklist items audit the same evaluation.
+
+    Only for deterministic attacks (seeded random starts), whose output for the same model and
+    batch never changes; the key is the model's identity and the batch's storage and shape.
+    """
+    cache: dict = {}
+
+    def cached(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        key = (id(model), x.data_ptr(), tuple(x.shape), y.data_ptr())
+        if key not in cache:
+            cache[key] = attack(model, x, y)
+        return cache[key]
+
+    return cached
+
+
+def run_checklist(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    attack_at: EpsAttack,
+    stronger: Attack,
+    single_step: Attack,
+    surrogate: nn.Module,
+    n_reference: int = 100,
+) -> list[Verdict]:
+    """All five items for the evaluation `attack_at(·, ·, ·, eps)` of `model` on (x, y).
+
+    `stronger` is the same attack with more steps and restarts (item 3), `single_step` e.g.
+    FGSM (item 2), `surrogate` an independently trained model (item 4); APGD runs on the
+    first `n_reference` examples (item 5). The audited attack runs once and is reused.
+    """
+    attack = remember(lambda m, xb, yb: attack_at(m, xb, yb, eps))
+    return [
+        reaches_chance(model, x, y, attack_at),
+        iterative_beats_single_step(model, x, y, single_step, attack),
+        has_converged(model, x, y, attack, stronger),
+        white_box_beats_transfer(model, x, y, attack, surrogate),
+        agrees_with_reference(model, x[:n_reference], y[:n_reference], attack, eps),
+    ]

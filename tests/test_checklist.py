@@ -89,3 +89,37 @@ def test_verdict_text_and_tolerance_checks(trained_cnn, batch):
     assert str(v) == "✅ pass | item: accuracy 50.0%, steps 40 — fine"
     with pytest.raises(ValueError, match="tolerance"):
         has_converged(trained_cnn, *batch, _nothing, _nothing, tolerance=2)
+
+
+def test_remember_runs_the_attack_once_per_model_and_batch(trained_cnn, batch):
+    from course_utils.checklist import remember
+
+    calls = []
+
+    def attack(m, x, y):
+        calls.append(len(x))
+        return x.clone()
+
+    cached = remember(attack)
+    x, y = batch
+    first = cached(trained_cnn, x, y)
+    assert cached(trained_cnn, x, y) is first and calls == [100]
+    cached(trained_cnn, x[:50], y[:50])  # same storage, another shape: a different batch
+    cached(ScaledLogits(trained_cnn, 2.0), x, y)  # another model
+    assert calls == [100, 50, 100]
+
+
+def test_run_checklist_passes_an_honest_evaluation_and_fails_a_masked_model(trained_cnn, batch):
+    pytest.importorskip("torchattacks")
+    from course_utils.checklist import run_checklist
+
+    x, y = batch[0][:60], batch[1][:60]
+    pgd_at = lambda m, xb, yb, e: attacks.pgd(m, xb, yb, e, e / 8, 20, generator=torch.Generator().manual_seed(0))
+    kwargs = dict(attack_at=pgd_at, stronger=_pgd(50, 2, seed=1), single_step=lambda m, xb, yb: attacks.fgsm(m, xb, yb, EPS),
+                  surrogate=trained_cnn, n_reference=60)
+    honest = run_checklist(trained_cnn, x, y, EPS, **kwargs)
+    assert len(honest) == 5 and summarize(honest), "\n".join(map(str, honest))
+    masked = run_checklist(ScaledLogits(trained_cnn, 1e4), x, y, EPS, **kwargs)
+    assert not summarize(masked)
+    failed = {v.item for v in masked if v.passed is False}
+    assert {"white-box ≥ transfer", "independent implementation agrees"} <= failed, "\n".join(map(str, masked))
