@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .data import batches
 from .evaluate import EpsAttack, correct, robust_accuracy, robust_mask
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -133,7 +134,7 @@ def white_box_beats_transfer(
     """
     _check_tolerance(tolerance)
     white = robust_accuracy(model, x, y, attack)
-    transfer_mask = torch.cat([correct(model, attack(surrogate, xb, yb), yb) for xb, yb in _chunks(x, y)])
+    transfer_mask = torch.cat([correct(model, attack(surrogate, xb, yb), yb) for xb, yb in batches(x, y, 500)])
     transfer = (transfer_mask & correct(model, x, y)).float().mean().item()
     passed = white <= transfer + tolerance
     explanation = ("attacking the model directly works better than transferring from another model"
@@ -175,11 +176,6 @@ def agrees_with_reference(
     explanation = ("APGD (an independent implementation) finds no more than our attack"
                    if passed else f"APGD finds {ours - ref:.1%} more adversarial examples than our attack")
     return Verdict("independent implementation agrees", passed, {"ours": ours, "APGD": ref}, explanation)
-
-
-def _chunks(x: torch.Tensor, y: torch.Tensor, size: int = 500):
-    for i in range(0, len(y), size):
-        yield x[i : i + size], y[i : i + size]
 
 
 def summarize(verdicts: Sequence[Verdict]) -> bool:
