@@ -9,12 +9,15 @@ import torchattacks
 from torch import nn
 
 from course_utils.attacks import (
+    L1_STEP_FRACTION,
     fgsm,
     margin_loss,
     pgd,
+    project_l1,
     project_l2,
     project_linf,
     random_sign_noise,
+    step_l1,
 )
 from course_utils.evaluate import accuracy
 from course_utils.models import linear
@@ -198,7 +201,7 @@ def test_pgd_is_stronger_than_fgsm(trained_cnn, eval_batch):
     assert accuracy(trained_cnn, x_pgd, y) <= accuracy(trained_cnn, x_fgsm, y)
 
 
-@pytest.mark.parametrize("norm,eps", [("inf", 0.1), (2, 1.0)])
+@pytest.mark.parametrize("norm,eps", [("inf", 0.1), (2, 1.0), (1, 8.0)])
 def test_restarts_keep_the_worst_case_per_example(trained_cnn, eval_batch, norm, eps):
     """With one seed, restart 1 of restarts=3 *is* the restarts=1 run: nothing it fooled may come back."""
     x, y = eval_batch[0][:200], eval_batch[1][:200]
@@ -276,6 +279,7 @@ ATTACKS = {
     "fgsm": lambda m, x, y: fgsm(m, x, y, 0.1),
     "pgd_linf": lambda m, x, y: pgd(m, x, y, 0.1, 0.03, 3, generator=_gen(0)),
     "pgd_l2": lambda m, x, y: pgd(m, x, y, 1.0, 0.3, 3, norm=2, generator=_gen(0)),
+    "pgd_l1": lambda m, x, y: pgd(m, x, y, 5.0, 2.0, 3, norm=1, generator=_gen(0)),
     "pgd_restarts": lambda m, x, y: pgd(m, x, y, 0.1, 0.03, 3, restarts=2, generator=_gen(0)),
     "pgd_targeted": lambda m, x, y: pgd(m, x, (y + 1) % 10, 0.1, 0.03, 3, targeted=True, generator=_gen(0)),
     "pgd_margin": lambda m, x, y: pgd(m, x, y, 0.1, 0.03, 3, loss_fn=margin_loss, generator=_gen(0)),
@@ -371,8 +375,8 @@ BAD_PGD = [
     (dict(steps="3"), "^steps"),
     (dict(restarts=0), "^restarts"),
     (dict(restarts=2, random_start=False), "^restarts"),
-    (dict(norm=1), "^norm"),
-    (dict(norm="l1"), "^norm"),
+    (dict(norm=3), "^norm"),
+    (dict(norm="l0"), "^norm"),
     (dict(norm="euclid"), "^norm"),
 ]
 
@@ -440,3 +444,233 @@ def test_random_sign_noise_has_size_eps_where_not_clipped():
     up = (out > x)[inner].float().mean().item()
     assert 0.4 < up < 0.6
     assert torch.equal(out, random_sign_noise(x, eps, generator=_gen(10)))
+
+
+# ----------------------------------------------------------------------------- ℓ1: projection
+def _project_l1_by_slsqp(x, x0, eps):
+    """Oracle: min ½‖x0 + p − m − x‖² over p, m ≥ 0 with Σ(p + m) ≤ ε and 0 ≤ x0 + p − m ≤ 1.
+
+    Splitting δ = p − m makes the ℓ1 ball a linear constraint, so SLSQP solves this smooth
+    convex QP to machine precision; nothing in it shares code with `project_l1`.
+    """
+    from scipy.optimize import minimize
+
+    x, x0 = x.ravel().astype(np.float64), x0.ravel().astype(np.float64)
+    d = x.size
+    split = np.hstack([np.eye(d), -np.eye(d)])
+    residual = lambda z: x0 + split @ z - x
+    constraints = [
+        {"type": "ineq", "fun": lambda z: eps - z.sum(), "jac": lambda z: -np.ones(2 * d)},
+        {"type": "ineq", "fun": lambda z: x0 + split @ z, "jac": lambda z: split},
+        {"type": "ineq", "fun": lambda z: 1.0 - x0 - split @ z, "jac": lambda z: -split},
+    ]
+    result = minimize(
+        lambda z: 0.5 * residual(z) @ residual(z), np.zeros(2 * d), jac=lambda z: split.T @ residual(z),
+        bounds=[(0.0, None)] * (2 * d), constraints=constraints, method="SLSQP",
+        options={"ftol": 1e-12, "maxiter": 1000},
+    )
+    assert result.success, result.message
+    return x0 + split @ result.x
+
+
+def _l1_cases(seed: int, n: int):
+    """Small problems of dims 3–20: x0 with pixels at 0 and 1, x far outside the box, budgets small to large."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        d = int(rng.integers(3, 21))
+        x0 = rng.uniform(0, 1, d)
+        x0[rng.random(d) < 0.3] = 0.0
+        x0[rng.random(d) < 0.15] = 1.0
+        x = x0 + rng.normal(0, float(rng.choice([0.05, 0.5, 2.0])), d)
+        yield x, x0, float(rng.choice([0.0, 0.1, 0.5, 2.0, 8.0]))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_project_l1_matches_a_qp_solver(seed):
+    """Oracle: SLSQP on the split QP, to 1e-5, on 10 random problems per seed (float64)."""
+    for x, x0, eps in _l1_cases(seed, 10):
+        got = project_l1(torch.from_numpy(x)[None], torch.from_numpy(x0)[None], eps)[0].numpy()
+        np.testing.assert_allclose(got, _project_l1_by_slsqp(x, x0, eps), rtol=0, atol=1e-5, err_msg=f"ε={eps}")
+
+
+def test_project_l1_special_cases_by_hand():
+    """Inside the ball and box: unchanged. Box-only violation: just the clip. Ball only: soft-thresholding."""
+    x0 = torch.tensor([[0.5, 0.5, 0.5, 0.5]], dtype=torch.float64)
+    inside = torch.tensor([[0.6, 0.4, 0.5, 0.55]], dtype=torch.float64)
+    torch.testing.assert_close(project_l1(inside, x0, 1.0), inside, rtol=0, atol=1e-12)
+    # ‖clip(x) − x0‖₁ = 0.5 + 0.5 = 1 ≤ ε: the box alone is active.
+    boxed = torch.tensor([[1.7, -0.3, 0.5, 0.5]], dtype=torch.float64)
+    torch.testing.assert_close(project_l1(boxed, x0, 1.0), torch.tensor([[1.0, 0.0, 0.5, 0.5]], dtype=torch.float64))
+    # δ = (0.3, −0.2, 0.1, 0): soft-threshold at λ = 0.1 gives (0.2, −0.1, 0, 0), ‖·‖₁ = 0.3.
+    ball = x0 + torch.tensor([[0.3, -0.2, 0.1, 0.0]], dtype=torch.float64)
+    expected = x0 + torch.tensor([[0.2, -0.1, 0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(project_l1(ball, x0, 0.3), expected, rtol=0, atol=1e-12)
+    # Ball-then-clip would give 0.5 + 0.25 = 0.75 for the first pixel; the intersection
+    # spends the budget the clip frees: x0 = 0.9 can only rise 0.1, so the rest goes to pixel 2.
+    x0 = torch.tensor([[0.9, 0.5]], dtype=torch.float64)
+    x = x0 + torch.tensor([[1.0, 0.5]], dtype=torch.float64)
+    torch.testing.assert_close(project_l1(x, x0, 0.5), torch.tensor([[1.0, 0.9]], dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_project_l1_satisfies_the_kkt_conditions_on_mnist_sized_inputs():
+    """Oracle: optimality, pixel by pixel. With v = x − x0 and r = v − δ there is one λ > 0 (the ball is
+    active) such that: r_j = λ·sign(δ_j) where δ_j ≠ 0 and x_j is inside (0, 1); r_j·sign(δ_j) ≥ λ
+    where δ_j ≠ 0 and x_j sits at 0 or 1; |v_j| ≤ λ where δ_j = 0 though x_j could move towards
+    v_j; and ‖δ‖₁ = ε."""
+    g = _gen(12)
+    x0 = torch.rand(6, 1, 28, 28, generator=g, dtype=torch.float64)
+    x0[x0 < 0.5] = 0.0  # most MNIST pixels are black
+    x = x0 + 0.5 * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    eps = 10.0
+    out = project_l1(x, x0, eps)
+    for v, delta, xo, xz in zip((x - x0).flatten(1), (out - x0).flatten(1), out.flatten(1), x0.flatten(1)):
+        r = v - delta
+        free = (delta != 0) & (xo > 0) & (xo < 1)
+        capped = (delta != 0) & ~free
+        zero_with_room = (delta == 0) & torch.where(v > 0, xz < 1, xz > 0)
+        assert free.any() and capped.any() and zero_with_room.any()
+        lam = (r[free] * delta[free].sign()).mean()
+        assert lam > 0 and delta.abs().sum().item() == pytest.approx(eps, rel=1e-9)
+        torch.testing.assert_close(r[free], lam * delta[free].sign(), rtol=0, atol=1e-9)
+        assert (r[capped] * delta[capped].sign() >= lam - 1e-9).all()
+        assert (v[zero_with_room].abs() <= lam + 1e-9).all()
+
+
+def test_project_l1_output_is_feasible_and_idempotent_in_float32():
+    """‖x − x0‖₁ ≤ ε(1 + 1e-5) and 0 ≤ x ≤ 1, from tiny to huge violations; projecting twice changes nothing."""
+    g = _gen(13)
+    x0 = torch.rand(32, 1, 28, 28, generator=g)
+    x0[x0 < 0.6] = 0.0
+    for scale in (0.01, 0.3, 3.0):
+        x = x0 + scale * torch.randn(x0.shape, generator=g)
+        for eps in (0.5, 5.0, 40.0):
+            once = project_l1(x, x0, eps)
+            assert (_l1(once - x0) <= eps * (1 + 1e-5)).all(), (scale, eps)
+            assert once.min() >= 0 and once.max() <= 1
+            torch.testing.assert_close(project_l1(once, x0, eps), once, rtol=0, atol=1e-6)
+    assert torch.equal(project_l1(x, x0, 0.0), x0)
+
+
+# ----------------------------------------------------------------------------- ℓ1: step and start
+def _l1(t):
+    return t.flatten(1).abs().sum(dim=1)
+
+
+def test_step_l1_moves_the_top_k_gradient_pixels_by_alpha_over_k():
+    """Oracle: the k = 1 % largest |g| move by sign(g)·η/k; everything else stays; ‖step‖₁ = η."""
+    g = _gen(14)
+    x = torch.rand(5, 1, 28, 28, generator=g) * 0.8 + 0.1  # interior: nothing is blocked
+    grad = torch.randn(x.shape, generator=g)
+    alpha = 2.0
+    k = max(1, int(L1_STEP_FRACTION * 784))
+    step = (step_l1(x, grad, alpha) - x).flatten(1)
+    torch.testing.assert_close(_l1(step), torch.full((5,), alpha), rtol=1e-6, atol=0)
+    assert ((step != 0).sum(dim=1) == k).all()
+    top = grad.flatten(1).abs().topk(k, dim=1).indices
+    moved = torch.zeros_like(step, dtype=torch.bool).scatter(1, top, True)
+    assert torch.equal(step != 0, moved)
+    torch.testing.assert_close(step[moved], (grad.flatten(1).sign() * alpha / k)[moved])
+
+
+def test_step_l1_skips_pixels_pinned_at_a_bound():
+    """A pixel at 0 pushed down or at 1 pushed up cannot move: the step goes to the next-largest |g|."""
+    x = torch.zeros(2, 1, 10, 10)  # d = 100 → k = 1
+    x[1, 0, 0, :5] = 1.0
+    grad = torch.zeros_like(x)
+    grad[:, 0, 0, 0] = -5.0  # largest |g|, but sample 0 is at 0 (blocked) and sample 1 at 1 (free to go down)
+    grad[:, 0, 0, 1] = 3.0   # sample 0: free to go up; sample 1: at 1 and pushed up, blocked
+    grad[:, 0, 0, 2] = 1.0
+    out = step_l1(x, grad, 0.5)
+    expected = x.clone()
+    expected[0, 0, 0, 1] += 0.5
+    expected[1, 0, 0, 0] -= 0.5
+    assert torch.equal(out, expected)
+    # Nothing can move (all pixels at 0, all pushed down): the step is zero, not NaN.
+    assert torch.equal(step_l1(torch.zeros(1, 1, 10, 10), -torch.ones(1, 1, 10, 10), 0.5), torch.zeros(1, 1, 10, 10))
+
+
+def test_step_l1_spreads_alpha_over_fewer_pixels_when_fewer_can_move():
+    """d = 400 → k = 4; only two pixels have a gradient, so each moves η/2 and ‖step‖₁ is still η."""
+    x = torch.full((1, 1, 20, 20), 0.5)
+    grad = torch.zeros_like(x)
+    grad[0, 0, 3, 3], grad[0, 0, 7, 1] = 2.0, -1.0
+    step = step_l1(x, grad, 1.0) - x
+    assert (step != 0).sum() == 2
+    assert step[0, 0, 3, 3] == 0.5 and step[0, 0, 7, 1] == -0.5
+
+
+def test_l1_random_start_is_uniform_in_the_ball():
+    """Oracle: in d = 4, P(‖δ‖₁ ≤ tε) = t⁴, and |δ_1|/‖δ‖₁ ~ Beta(1, 3) (uniform on the ℓ1 sphere)."""
+    eps = 0.3
+    delta = _random_starts(1, eps).flatten(1)
+    r = delta.abs().sum(dim=1)
+    assert r.max() <= eps + 1e-6
+    for t in (0.5, 0.8, 0.95):
+        assert (r <= t * eps).float().mean().item() == pytest.approx(t**4, abs=0.03)
+    share = delta[:, 0].abs() / r
+    for s in (0.1, 0.25, 0.5):
+        assert (share <= s).float().mean().item() == pytest.approx(1 - (1 - s) ** 3, abs=0.03)
+    assert (delta / r[:, None]).mean(dim=0).abs().max() < 0.02
+
+
+# ----------------------------------------------------------------------------- ℓ1: PGD
+@pytest.fixture(scope="module")
+def linear_mnist(mnist):
+    """Softmax regression fitted on 1,000 MNIST digits in a fraction of a second (≈ 85 % test accuracy)."""
+    x_train, y_train, x_test, y_test = mnist
+    torch.manual_seed(0)
+    model = linear()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(30):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x_train[:1000]), y_train[:1000]).backward()
+        optimizer.step()
+    return model.eval(), x_test[:300], y_test[:300]
+
+
+def test_every_l1_pgd_iterate_stays_in_ball_and_box(linear_mnist):
+    """steps=k with one seed gives the k-th iterate of one trajectory: each lies in the ℓ1 ball ∩ [0, 1]."""
+    model, x0, y = linear_mnist
+    x0, y = x0[:64], y[:64]
+    eps = 6.0
+    for k in range(6):
+        xk = pgd(model, x0, y, eps, eps / 2, k, norm=1, generator=_gen(15))
+        assert _l1(xk - x0).max() <= eps * (1 + 1e-5), f"iterate {k} left the ball"
+        assert xk.min() >= 0 and xk.max() <= 1, f"iterate {k} left [0, 1]"
+    assert _l1(xk - x0).median() >= 0.99 * eps  # the ball constraint is active
+
+
+def test_l1_pgd_beats_random_l1_noise_of_the_same_size(linear_mnist):
+    """Oracle: at ε = 8 random ℓ1 noise leaves accuracy alone; PGD-ℓ1 at least halves it.
+
+    The noise is a random point on the ℓ1 sphere with each pixel's sign turned towards the
+    inside of [0, 1], so that clipping does not shrink it (half of a plain random start on
+    MNIST's black background is clipped away).
+    """
+    model, x, y = linear_mnist
+    eps = 8.0
+    clean = accuracy(model, x, y)
+    start = pgd(model, x, y, eps, 1.0, 0, norm=1, generator=_gen(16)) - x
+    inward = start.abs() * torch.where(x < 0.5, 1.0, -1.0)
+    noise = project_l1(x + eps * inward / _l1(inward).view(-1, 1, 1, 1), x, eps)
+    attacked = pgd(model, x, y, eps, 2.5 * eps / 10, 10, norm=1, generator=_gen(16))
+    assert _l1(noise - x).min() >= 0.99 * eps  # the noise really is of size ε
+    assert accuracy(model, noise, y) >= clean - 0.03
+    assert accuracy(model, attacked, y) <= clean / 2
+    # More steps, lower accuracy: the step size 2.5ε/steps works for ℓ1 as well.
+    five = pgd(model, x, y, eps, 2.5 * eps / 5, 5, norm=1, generator=_gen(16))
+    assert accuracy(model, attacked, y) <= accuracy(model, five, y)
+
+
+@pytest.mark.parametrize("norm", [1, "1", "l1", "L1", 1.0])
+def test_pgd_accepts_every_spelling_of_l1(tiny, norm):
+    model, x, y = tiny
+    out = pgd(model, x, y, 3.0, 1.0, 3, norm=norm, generator=_gen(0))
+    assert torch.equal(out, pgd(model, x, y, 3.0, 1.0, 3, norm=1, generator=_gen(0)))
+    assert (_l1(out - x) <= 3.0 * (1 + 1e-5)).all()
+
+
+def test_unknown_norm_error_lists_the_norms(tiny):
+    model, x, y = tiny
+    with pytest.raises(ValueError, match=r"^norm must be 'inf', 2 or 1, got 'l0'"):
+        pgd(model, x, y, 1.0, 0.5, 2, norm="l0")
