@@ -60,6 +60,7 @@ class Profile:
     masking_steps: tuple[int, ...]  # the k of the lecture's Figure 27.3 (05)
     masking_epochs: int  # epochs of each k ≥ 2 model of Figure 27.3 (k = 1 is 04's model, adv_epochs)
     monitor_size: int  # held-out digits checked after every training epoch (tail of the test split)
+    viz_per_class: int  # feature-visualisation starts per class (06)
 
     def alpha(self, eps: float, steps: int | None = None) -> float:
         """PGD step size for budget `eps`: large enough to cross the ball, small enough to refine."""
@@ -96,6 +97,7 @@ PROFILES: dict[str, Profile] = {
         masking_steps=(1, 2, 3, 5, 10),
         masking_epochs=6,
         monitor_size=200,
+        viz_per_class=3,
     ),
     # full: all of MNIST on a GPU; the numbers are comparable with the papers'.
     "full": Profile(
@@ -121,6 +123,7 @@ PROFILES: dict[str, Profile] = {
         masking_steps=(1, 2, 3, 5, 10),
         masking_epochs=10,
         monitor_size=1000,
+        viz_per_class=10,
     ),
 }
 

@@ -124,6 +124,27 @@ def plot_image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, n
     return fig
 
 
+def plot_image_rows(rows: Mapping[str, torch.Tensor], col_titles: Sequence[str] | None = None, title: str | None = None,
+                    row_width: float = 2.6):
+    """One row of images per entry, the entry's name written on the left (e.g. one row per model)."""
+    ncols = max(len(images) for images in rows.values())
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(row_width + 1.05 * ncols, 1.15 * len(rows) + 0.5), squeeze=False,
+                             layout="constrained")
+    for r, (name, images) in enumerate(rows.items()):
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([]), ax.set_yticks([])
+            if c >= len(images):
+                ax.axis("off")
+                continue
+            ax.imshow(_img(images[c]), cmap="gray", vmin=0, vmax=1)
+            if r == 0 and col_titles is not None:
+                ax.set_title(col_titles[c], fontsize=9)
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def plot_input_gradients(x: torch.Tensor, grads: torch.Tensor, titles: Sequence[str] | None = None, title: str | None = None):
     """Images (top row) above their input gradients (bottom row, red = brighten raises the quantity)."""
     n = len(x)
