@@ -6,6 +6,7 @@ load the very same weights.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -75,7 +76,7 @@ def standard_model(
 
 
 # ----------------------------------------------------------------------------- adversarial training
-METHODS = ("standard", "fgsm", "fgsm_rs", "pgd")
+METHODS = ("standard", "fgsm", "fgsm_rs", "pgd", "threats")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class Recipe:
     ramp     fraction of training over which ε grows from 0 (see `train.eps_ramp`).
     early_stop    keep the epoch whose PGD check on the monitor split was best.
     monitor  record clean, FGSM and PGD accuracy at ε on a held-out split after every epoch.
+    threats  method "threats" only: ((name, size), …) from `threats.THREAT_NAMES`; every batch is
+             replaced by the next threat's attack in turn (one threat: adversarial training
+             against it; several: training on a mix), `steps` steps each. ε is then unused (0).
     """
 
     method: str
@@ -104,10 +108,23 @@ class Recipe:
     early_stop: bool = False
     monitor: bool = True
     model: str = "small_cnn"
+    threats: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if (self.method == "threats") != bool(self.threats):
+            raise ValueError("method 'threats' needs a non-empty `threats` tuple, and only it takes one")
+        if self.method == "threats":
+            from .threats import THREAT_NAMES  # imported here: zoo is imported by notebooks that never use threats
+
+            for entry in self.threats:
+                if not (isinstance(entry, tuple) and len(entry) == 2 and entry[0] in THREAT_NAMES
+                        and isinstance(entry[1], (int, float)) and entry[1] > 0):
+                    raise ValueError(f"each threat must be (name in {THREAT_NAMES}, size > 0), got {entry!r}")
+            if self.monitor or self.early_stop:
+                raise ValueError("the monitor checks ℓ∞ at ε; pass monitor=False with method 'threats'")
+            return
         if not (isinstance(self.eps, (int, float)) and 0 <= self.eps <= 1):
             raise ValueError(f"eps must be in [0, 1] (pixel units), got {self.eps!r}")
         if self.method != "standard" and self.eps == 0:
@@ -128,6 +145,8 @@ class Recipe:
     @property
     def name(self) -> str:
         """A file-name-safe label, e.g. 'small_cnn_pgd7_eps0.1'."""
+        if self.method == "threats":
+            return f"{self.model}_" + "+".join(f"{n}{size:g}" for n, size in self.threats) + f"_k{self.steps}"
         what = {"standard": "standard", "fgsm": "fgsm", "fgsm_rs": "fgsmrs"}.get(self.method, f"pgd{self.steps}")
         extra = ("_es" if self.early_stop else "") + (f"_a{self.alpha:g}" if self.alpha is not None else "")
         return f"{self.model}_{what}_eps{self.eps:g}{extra}"
@@ -136,12 +155,32 @@ class Recipe:
         """The attack that replaces each mini-batch, at budget `eps` (the step size scales with it)."""
         if self.method == "standard":
             return None
+        if self.method == "threats":
+            raise ValueError("a 'threats' recipe takes its attacks in turn; use zoo.threat_schedule(recipe)")
         alpha = self.step_size * eps / self.eps
         if self.method == "fgsm":
             return lambda m, x, y: attacks.pgd(m, x, y, eps, alpha, 1, random_start=False)
         if self.method == "fgsm_rs":
             return lambda m, x, y: attacks.pgd(m, x, y, eps, alpha, 1, random_start=True)
         return lambda m, x, y: attacks.pgd(m, x, y, eps, alpha, self.steps, random_start=self.random_start)
+
+
+def threat_schedule(recipe: Recipe, generator: torch.Generator | None = None) -> Callable[[float], Attack | None]:
+    """`fit`'s attack_at for a 'threats' recipe: each call (one per batch) gives the next threat in turn,
+    at its size times the ε ramp's fraction at time t (None, a clean batch, while that fraction is 0).
+
+    A mix of n threats thus gives each of them every n-th batch.
+    """
+    from .threats import make_attack
+
+    fraction, turn = eps_ramp(1.0, recipe.ramp), itertools.count()
+
+    def attack_at(t: float) -> Attack | None:
+        name, size = recipe.threats[next(turn) % len(recipe.threats)]
+        f = fraction(t)
+        return make_attack(name, size * f, steps=recipe.steps, generator=generator) if f > 0 else None
+
+    return attack_at
 
 
 def monitor_split(x_test: torch.Tensor, y_test: torch.Tensor, profile: Profile) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,6 +211,8 @@ def monitor_fn(recipe: Recipe, x_val: torch.Tensor, y_val: torch.Tensor, profile
 
 def recipe_config(recipe: Recipe, profile: Profile, data: str, seed: int) -> dict:
     config = {f.name: getattr(recipe, f.name) for f in fields(recipe)}
+    if not recipe.threats:
+        del config["threats"]  # added after the first models were cached: their configs stay valid
     config.update(
         data=data, dataset=profile.dataset, n_train=profile.n_train, batch_size=profile.batch_size,
         lr=profile.lr, seed=seed, monitor_size=profile.monitor_size if recipe.monitor else 0,
@@ -205,7 +246,10 @@ def trained_model(
         torch.manual_seed(seed)
         net = build_model(recipe.model).to(device)
         ramp = eps_ramp(recipe.eps, recipe.ramp)
-        attack_at = None if recipe.method == "standard" else (lambda t: recipe.training_attack(ramp(t)))
+        if recipe.method == "threats":
+            attack_at = threat_schedule(recipe, torch.Generator().manual_seed(seed))
+        else:
+            attack_at = None if recipe.method == "standard" else (lambda t: recipe.training_attack(ramp(t)))
         history = fit(
             net, x_train, y_train, epochs=recipe.epochs, attack_at=attack_at, lr=profile.lr,
             batch_size=profile.batch_size, generator=torch.Generator().manual_seed(seed), progress=progress,

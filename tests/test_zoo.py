@@ -81,3 +81,56 @@ def test_config_changes_with_everything_that_changes_the_weights():
         assert recipe_config(other, profile, "abc", 0) != base
     assert recipe_config(Recipe("pgd", 0.1, 10, steps=7), profile, "abc", 1) != base
     assert recipe_config(Recipe("pgd", 0.1, 10, steps=7), profile, "abd", 0) != base
+
+
+# ----------------------------------------------------------------------------- training against other threats (07, 08)
+def test_threat_recipes_are_validated_and_named():
+    r = Recipe("threats", 0, 3, steps=5, threats=(("l2", 1.5), ("rotation", 10.0)), monitor=False)
+    assert r.name == "small_cnn_l21.5+rotation10_k5"
+    with pytest.raises(ValueError, match="threats"):
+        Recipe("threats", 0, 3, monitor=False)  # no threats given
+    with pytest.raises(ValueError, match="threats"):
+        Recipe("pgd", 0.1, 3, threats=(("l2", 1.0),))  # only method 'threats' takes them
+    with pytest.raises(ValueError, match="name in"):
+        Recipe("threats", 0, 3, threats=(("l7", 1.0),), monitor=False)
+    with pytest.raises(ValueError, match="monitor"):
+        Recipe("threats", 0, 3, threats=(("l2", 1.0),))
+    with pytest.raises(ValueError, match="threat_schedule"):
+        r.training_attack(0.1)
+
+
+def test_threat_schedule_takes_the_threats_in_turn_and_follows_the_ramp():
+    from course_utils.zoo import threat_schedule
+
+    r = Recipe("threats", 0, 1, steps=2, threats=(("noise", 0.2), ("linf", 0.1)), ramp=0.5, monitor=False)
+    schedule = threat_schedule(r, torch.Generator().manual_seed(0))
+    docs = [schedule(t).__doc__.split(":")[0] for t in (0.5, 0.6, 0.7, 0.8)]
+    assert docs == ["noise attack of size 0.2", "linf attack of size 0.1", "noise attack of size 0.2", "linf attack of size 0.1"]
+    halfway = threat_schedule(r)(0.25)  # a quarter of training = half of the ramp: half the size
+    assert halfway.__doc__.startswith("noise attack of size 0.1")
+
+
+def test_old_configs_are_unchanged_by_the_threats_field(mnist):
+    """Models cached before the field existed must still load: it enters the config only when used."""
+    x_train, y_train, *_ = mnist
+    profile = get_profile("fast")
+    assert "threats" not in recipe_config(Recipe("pgd", 0.1, 10, steps=7), profile, "d", 0)
+    cfg = recipe_config(Recipe("threats", 0, 1, threats=(("l2", 1.0),), monitor=False), profile, "d", 0)
+    assert cfg["threats"] == (("l2", 1.0),)
+
+
+def test_training_on_noise_makes_a_model_more_noise_robust(mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CHECKPOINT_DIR", str(tmp_path))
+    from course_utils.evaluate import accuracy
+    from course_utils.threats import gaussian_noise
+
+    x_train, y_train, x_test, y_test = mnist
+    profile = get_profile("fast").replace(n_train=1000, batch_size=100, monitor_size=40)
+    x_val, y_val = monitor_split(x_test, y_test, profile)
+    xt, yt = x_train[:1000], y_train[:1000]
+    common = dict(epochs=3, model="linear", monitor=False)
+    clean, _ = trained_model(Recipe("standard", 0.1, **common), profile, xt, yt, x_val, y_val, "cpu", progress=False)
+    noisy, _ = trained_model(Recipe("threats", 0, threats=(("noise", 0.6),), **common), profile, xt, yt, x_val, y_val,
+                             "cpu", progress=False)
+    x_noisy = gaussian_noise(x_test[:400], 0.6, torch.Generator().manual_seed(1))
+    assert accuracy(noisy, x_noisy, y_test[:400]) > accuracy(clean, x_noisy, y_test[:400]) + 0.05
