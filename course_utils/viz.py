@@ -251,3 +251,39 @@ def plot_paired(
     ax.set_aspect("equal")
     ax.legend(loc="upper left")
     return fig
+
+
+def plot_heatmap(
+    table: Mapping[str, Mapping[str, float]],
+    title: str,
+    fmt: str = "{:.0%}",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    cmap: str = "viridis",
+    boxes: Sequence[tuple[str, str]] = (),
+    ax=None,
+):
+    """A rows × columns table of numbers as coloured cells with the numbers written in them.
+
+    `table[row][column]`; columns are taken from the first row. `boxes` lists (row, column)
+    cells to outline (e.g. each model's own training threat).
+    """
+    rows = list(table)
+    cols = list(next(iter(table.values())))
+    values = np.array([[float(table[r][c]) for c in cols] for r in rows])
+    fig, ax = _axes(ax, (1.0 * len(cols) + 2.8, 0.45 * len(rows) + 1.4))
+    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            shade = (values[i, j] - vmin) / max(vmax - vmin, 1e-12)
+            ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=9,
+                    color="black" if shade > 0.6 else "white")
+    for r, c in boxes:
+        i, j = rows.index(r), cols.index(c)
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.xaxis.tick_top()
+    ax.set_title(title, pad=24)
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    return fig

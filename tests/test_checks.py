@@ -193,3 +193,48 @@ def test_white_box_vs_transfer_check_passes_the_reference(capsys):
 def test_white_box_vs_transfer_check_names_the_mistake(kwargs, hint, capsys):
     assert check_white_box_vs_transfer(lambda *a: _white_transfer(*a, **kwargs)) is False
     assert hint in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- 07: the ℓ2 threat model
+def test_l2_threat_check_passes_the_reference(capsys):
+    from course_utils.attacks import project_l2, step_l2
+    from course_utils.checks_threats import check_l2_threat
+
+    assert check_l2_threat(step_l2, project_l2) is True
+    assert "✅ check_l2_threat: passed" in capsys.readouterr().out
+
+
+def _flat_norm(t):
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    ("unnormalised", "own ℓ2 norm"),
+    ("batch_norm", "per image"),
+    ("descent", "ascent"),
+    ("always_rescale", "never above 1"),
+    ("no_clip", "clamp(0, 1)"),
+])
+def test_l2_threat_check_names_each_mistake(mistake, hint, capsys):
+    from course_utils.attacks import project_l2, step_l2
+    from course_utils.checks_threats import check_l2_threat
+
+    def step(x, grad, alpha):
+        if mistake == "unnormalised":
+            return x + alpha * grad
+        if mistake == "batch_norm":
+            return x + alpha * grad / grad.norm()
+        if mistake == "descent":
+            return x - alpha * grad / _flat_norm(grad)
+        return step_l2(x, grad, alpha)
+
+    def project(x, x0, eps):
+        delta = x - x0
+        if mistake == "always_rescale":
+            return (x0 + delta * eps / _flat_norm(delta)).clamp(0, 1)
+        if mistake == "no_clip":
+            return x0 + delta * (eps / _flat_norm(delta)).clamp(max=1)
+        return project_l2(x, x0, eps)
+
+    assert check_l2_threat(step, project) is False
+    assert hint in capsys.readouterr().out
