@@ -281,9 +281,28 @@ def plot_heatmap(
     for r, c in boxes:
         i, j = rows.index(r), cols.index(c)
         ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
-    ax.set_xticks(range(len(cols)), cols)
+    crowded = len(cols) > 8
+    ax.set_xticks(range(len(cols)), cols, rotation=40 if crowded else 0, ha="left" if crowded else "center")
     ax.set_yticks(range(len(rows)), rows)
     ax.xaxis.tick_top()
     ax.set_title(title, pad=24)
     fig.colorbar(image, ax=ax, fraction=0.03)
+    return fig
+
+
+def plot_grouped_bars(groups: Mapping[str, Mapping[str, float]], ylabel: str, title: str, ax=None):
+    """Bars per category, one colour per series: groups[series][category] = value (categories from the first series)."""
+    series = list(groups)
+    categories = list(next(iter(groups.values())))
+    fig, ax = _axes(ax, (max(6.0, 0.55 * len(categories) * max(1, len(series)) ** 0.5 + 2), 4))
+    width = 0.8 / len(series)
+    for k, name in enumerate(series):
+        ax.bar(np.arange(len(categories)) + (k - (len(series) - 1) / 2) * width,
+               [groups[name][c] for c in categories], width, label=name)
+    ax.axhline(0, color="grey", lw=1)
+    ax.set_xticks(range(len(categories)), categories, rotation=45, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
     return fig

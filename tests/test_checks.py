@@ -238,3 +238,28 @@ def test_l2_threat_check_names_each_mistake(mistake, hint, capsys):
 
     assert check_l2_threat(step, project) is False
     assert hint in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- 08: a new corruption
+def test_pixelate_check_passes_the_reference_and_names_mistakes(capsys):
+    import torch.nn.functional as F
+    from course_utils.checks_corruptions import PIXELATE_SIDES, check_pixelate, reference_pixelate
+
+    assert check_pixelate(reference_pixelate) is True
+    assert "✅ check_pixelate: passed" in capsys.readouterr().out
+
+    def bilinear(x, severity):
+        side = PIXELATE_SIDES[severity - 1]
+        return F.interpolate(F.interpolate(x, size=(side, side), mode="bilinear"), size=(28, 28), mode="nearest")
+
+    def no_upsample(x, severity):
+        return F.interpolate(x, size=(PIXELATE_SIDES[severity - 1],) * 2, mode="area")
+
+    def in_place(x, severity):
+        x.mul_(1.0).add_(0.0)
+        x[0, 0, 0, 0] = 0.5
+        return reference_pixelate(x, severity)
+
+    for broken, hint in ((bilinear, "mode='area'"), (no_upsample, "resize back"), (in_place, "in place")):
+        assert check_pixelate(broken) is False
+        assert hint in capsys.readouterr().out
