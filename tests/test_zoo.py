@@ -134,3 +134,33 @@ def test_training_on_noise_makes_a_model_more_noise_robust(mnist, tmp_path, monk
                              "cpu", progress=False)
     x_noisy = gaussian_noise(x_test[:400], 0.6, torch.Generator().manual_seed(1))
     assert accuracy(noisy, x_noisy, y_test[:400]) > accuracy(clean, x_noisy, y_test[:400]) + 0.05
+
+
+def test_cyclic_recipes_are_named_configured_and_validated():
+    from course_utils.zoo import efficient_pgd
+
+    r = efficient_pgd(0.1)
+    assert (r.method, r.steps, r.random_start, r.lr_peak, r.epochs) == ("pgd", 3, True, 5e-3, 15)
+    assert r.name == "small_cnn_pgd3_eps0.1_cyc0.005_e15"
+    profile = get_profile("fast")
+    assert recipe_config(r, profile, "d", 0)["lr_peak"] == 5e-3
+    assert "lr_peak" not in recipe_config(Recipe("pgd", 0.1, 10, steps=7), profile, "d", 0)
+    with pytest.raises(ValueError, match="lr_peak"):
+        Recipe("pgd", 0.1, 1, lr_peak=-1.0)
+
+
+def test_cyclic_recipe_trains_with_the_cyclic_schedule(mnist, tmp_path, monkeypatch):
+    """The learning rate ends at 0: a recipe whose peak is tiny barely moves the weights, a larger one does."""
+    monkeypatch.setenv("COURSE_CHECKPOINT_DIR", str(tmp_path))
+    x_train, y_train, x_test, y_test = mnist
+    profile = get_profile("fast").replace(n_train=300, batch_size=100, monitor_size=40)
+    x_val, y_val = monitor_split(x_test, y_test, profile)
+    xt, yt = x_train[:300], y_train[:300]
+    from course_utils.evaluate import accuracy
+
+    accs = {}
+    for peak in (1e-7, 5e-2):
+        model, _ = trained_model(Recipe("standard", 0.1, 2, model="linear", monitor=False, lr_peak=peak), profile,
+                                 xt, yt, x_val, y_val, "cpu", progress=False)
+        accs[peak] = accuracy(model, x_test[:300], y_test[:300])
+    assert accs[1e-7] < 0.3 < 0.6 < accs[5e-2]
