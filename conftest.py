@@ -17,3 +17,12 @@ def pytest_configure(config):
     os.environ.setdefault("COURSE_CHECKPOINT_DIR", os.path.join(scratch, "checkpoints"))
     os.environ.setdefault("COURSE_RESULTS_DIR", os.path.join(scratch, "results"))
     os.environ.setdefault("COURSE_PROFILE", "fast")
+
+
+# Notebooks are executed once per session, by nbval. Tests marked `after_notebooks` read what
+# those runs left behind (results JSON), so they are moved after the last notebook; the names
+# of the notebooks this session executes are kept on the config for them.
+def pytest_collection_modifyitems(session, config, items):
+    config.course_executed_notebooks = {item.path.stem for item in items if item.path.suffix == ".ipynb"}
+    late = [item for item in items if item.get_closest_marker("after_notebooks")]
+    items[:] = [item for item in items if not item.get_closest_marker("after_notebooks")] + late
