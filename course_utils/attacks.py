@@ -301,11 +301,16 @@ def fgsm(
 
 def _pgd_run(model, x0, y, eps, alpha, steps, norm, random_start, targeted, loss_fn, generator):
     start, step, project = NORMS[norm]
+    if norm == "inf":
+        # The ℓ∞ ball ∩ [0, 1] is a fixed box, [max(x0 − ε, 0), min(x0 + ε, 1)]: computing its corners
+        # once makes each projection one clamp (exactly `project_linf`, since clamping to [x0 − ε, x0 + ε]
+        # and then to [0, 1] is clamping to their intersection).
+        low, high = (x0 - eps).clamp_(min=0.0), (x0 + eps).clamp_(max=1.0)
+        project = lambda x, _x0, _eps: torch.clamp(x, low, high)
     x = project(start(x0, eps, generator), x0, eps) if random_start else x0.clone()
-    ascent = -1.0 if targeted else 1.0
     for _ in range(steps):
         grad = input_gradient(model, x, y, loss_fn)
-        x = project(step(x, ascent * grad, alpha), x0, eps)
+        x = project(step(x, -grad if targeted else grad, alpha), x0, eps)
     return x.detach()
 
 

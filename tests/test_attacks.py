@@ -674,3 +674,14 @@ def test_unknown_norm_error_lists_the_norms(tiny):
     model, x, y = tiny
     with pytest.raises(ValueError, match=r"^norm must be 'inf', 2 or 1, got 'l0'"):
         pgd(model, x, y, 1.0, 0.5, 2, norm="l0")
+
+
+def test_pgd_linf_box_clamp_equals_project_linf():
+    """PGD clamps to the precomputed box [max(x0 − ε, 0), min(x0 + ε, 1)]; that must be project_linf exactly."""
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(50, 1, 6, 6, generator=g)
+    x0[:10] = x0[:10].round()  # pixels exactly at 0 and 1, where the two clips interact
+    x = x0 + 0.6 * torch.randn(50, 1, 6, 6, generator=g)
+    for eps in (0.0, 0.05, 0.3, 1.0):
+        box = torch.clamp(x, (x0 - eps).clamp(min=0), (x0 + eps).clamp(max=1))
+        assert torch.equal(box, project_linf(x, x0, eps))
