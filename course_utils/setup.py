@@ -61,7 +61,7 @@ class Profile:
     masking_epochs: int  # epochs of each k ≥ 2 model of Figure 27.3 (k = 1 is 04's model, adv_epochs)
     monitor_size: int  # held-out digits checked after every training epoch (tail of the test split)
     viz_per_class: int  # feature-visualisation starts per class (06)
-    threat_epochs: int  # epochs of each model trained against another threat or a mix (07, 08)
+    threat_epochs: int  # epochs of each model trained against another threat or a mix, cyclic lr (07)
     threat_steps: int  # gradient steps of those models' training attacks
 
     def alpha(self, eps: float, steps: int | None = None) -> float:
@@ -100,7 +100,7 @@ PROFILES: dict[str, Profile] = {
         masking_epochs=6,
         monitor_size=200,
         viz_per_class=3,
-        threat_epochs=5,
+        threat_epochs=3,
         threat_steps=5,
     ),
     # full: all of MNIST on a GPU; the numbers are comparable with the papers'.

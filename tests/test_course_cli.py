@@ -157,7 +157,7 @@ def graded(tmp_path_factory):
     """Grade a folder of submissions, one per kind of student (mostly 01_fgsm).
 
     01 loads 00's standard model; it is trained (or found) here first, so that every
-    submission runs in its ~20 s and the endless loop can be cut off after 60 s.
+    submission runs in its ~20 s and the endless loop can be cut off after 45 s.
     """
     from course_utils.data import load_mnist
     from course_utils.setup import get_profile
@@ -191,7 +191,7 @@ def graded(tmp_path_factory):
     (root / "ha").mkdir()
     nbformat.write(silent, root / "ha" / "99_not_in_the_course.ipynb")
     out = root / "grades.csv"
-    code = main(["grade", str(root), "--out", str(out), "--timeout", "60", "--work", str(root / "work")])
+    code = main(["grade", str(root), "--out", str(out), "--timeout", "45", "--work", str(root / "work")])
     with out.open() as fh:
         rows = {r["student"]: r for r in csv.DictReader(fh)}
     return code, rows, exercise_points(source)
