@@ -151,11 +151,12 @@ class Recipe:
     @property
     def name(self) -> str:
         """A file-name-safe label, e.g. 'small_cnn_pgd7_eps0.1'."""
+        cyclic = f"_cyc{self.lr_peak:g}_e{self.epochs}" if self.lr_peak is not None else ""
         if self.method == "threats":
-            return f"{self.model}_" + "+".join(f"{n}{size:g}" for n, size in self.threats) + f"_k{self.steps}"
+            return f"{self.model}_" + "+".join(f"{n}{size:g}" for n, size in self.threats) + f"_k{self.steps}" + cyclic
         what = {"standard": "standard", "fgsm": "fgsm", "fgsm_rs": "fgsmrs"}.get(self.method, f"pgd{self.steps}")
         extra = ("_es" if self.early_stop else "") + (f"_a{self.alpha:g}" if self.alpha is not None else "")
-        extra += f"_cyc{self.lr_peak:g}_e{self.epochs}" if self.lr_peak is not None else ""
+        extra += cyclic
         return f"{self.model}_{what}_eps{self.eps:g}{extra}"
 
     def training_attack(self, eps: float) -> Attack | None:

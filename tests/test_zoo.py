@@ -164,3 +164,9 @@ def test_cyclic_recipe_trains_with_the_cyclic_schedule(mnist, tmp_path, monkeypa
                                  xt, yt, x_val, y_val, "cpu", progress=False)
         accs[peak] = accuracy(model, x_test[:300], y_test[:300])
     assert accs[1e-7] < 0.3 < 0.6 < accs[5e-2]
+
+
+def test_a_cyclic_threat_recipe_has_its_own_file_name():
+    plain = Recipe("threats", 0, 3, steps=5, threats=(("l2", 1.5),), monitor=False)
+    cyclic = Recipe("threats", 0, 3, steps=5, threats=(("l2", 1.5),), monitor=False, lr_peak=5e-3)
+    assert cyclic.name == plain.name + "_cyc0.005_e3"
