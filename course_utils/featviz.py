@@ -229,7 +229,12 @@ def nearest_real_distance(images: torch.Tensor, real: torch.Tensor, batch_size: 
     return torch.cat([torch.cdist(chunk.flatten(1), flat, compute_mode="donot_use_mm_for_euclid_dist").amin(1) for chunk in images.split(batch_size)])
 
 
-def realism(images: torch.Tensor, real: torch.Tensor, reference: torch.Tensor) -> float:
+def realism(images: torch.Tensor, real: torch.Tensor, reference: torch.Tensor | float) -> float:
     """Mean nearest-real distance of held-out real digits (`reference`) divided by that of `images`:
-    1 means as close to the training digits as a new handwritten digit is, smaller means further."""
-    return (nearest_real_distance(reference, real).mean() / nearest_real_distance(images, real).mean()).item()
+    1 means as close to the training digits as a new handwritten digit is, smaller means further.
+
+    `reference` may also be that mean distance itself, computed once for many calls.
+    """
+    if isinstance(reference, torch.Tensor):
+        reference = nearest_real_distance(reference, real).mean().item()
+    return reference / nearest_real_distance(images, real).mean().item()

@@ -9,10 +9,11 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from course_utils.data import load_mnist
-from course_utils.models import Normalize
+from course_utils.models import Normalize, linear
 from course_utils.train import fit
 
 
@@ -55,3 +56,17 @@ def eval_batch(mnist):
     """The first 400 held-out images and labels: what the attack comparisons run on."""
     _, _, x_test, y_test = mnist
     return x_test[:400], y_test[:400]
+
+
+@pytest.fixture(scope="session")
+def linear_mnist_300(mnist):
+    """Softmax regression fitted on 1,000 MNIST digits in a fraction of a second (≈ 85 % test accuracy), with 300 test digits."""
+    x_train, y_train, x_test, y_test = mnist
+    torch.manual_seed(0)
+    model = linear()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(30):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x_train[:1000]), y_train[:1000]).backward()
+        optimizer.step()
+    return model.eval(), x_test[:300], y_test[:300]

@@ -614,23 +614,9 @@ def test_l1_random_start_is_uniform_in_the_ball():
 
 
 # ----------------------------------------------------------------------------- ℓ1: PGD
-@pytest.fixture(scope="module")
-def linear_mnist(mnist):
-    """Softmax regression fitted on 1,000 MNIST digits in a fraction of a second (≈ 85 % test accuracy)."""
-    x_train, y_train, x_test, y_test = mnist
-    torch.manual_seed(0)
-    model = linear()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(30):
-        optimizer.zero_grad()
-        F.cross_entropy(model(x_train[:1000]), y_train[:1000]).backward()
-        optimizer.step()
-    return model.eval(), x_test[:300], y_test[:300]
-
-
-def test_every_l1_pgd_iterate_stays_in_ball_and_box(linear_mnist):
+def test_every_l1_pgd_iterate_stays_in_ball_and_box(linear_mnist_300):
     """steps=k with one seed gives the k-th iterate of one trajectory: each lies in the ℓ1 ball ∩ [0, 1]."""
-    model, x0, y = linear_mnist
+    model, x0, y = linear_mnist_300
     x0, y = x0[:64], y[:64]
     eps = 6.0
     for k in range(6):
@@ -640,14 +626,14 @@ def test_every_l1_pgd_iterate_stays_in_ball_and_box(linear_mnist):
     assert _l1(xk - x0).median() >= 0.99 * eps  # the ball constraint is active
 
 
-def test_l1_pgd_beats_random_l1_noise_of_the_same_size(linear_mnist):
+def test_l1_pgd_beats_random_l1_noise_of_the_same_size(linear_mnist_300):
     """Oracle: at ε = 8 random ℓ1 noise leaves accuracy alone; PGD-ℓ1 at least halves it.
 
     The noise is a random point on the ℓ1 sphere with each pixel's sign turned towards the
     inside of [0, 1], so that clipping does not shrink it (half of a plain random start on
     MNIST's black background is clipped away).
     """
-    model, x, y = linear_mnist
+    model, x, y = linear_mnist_300
     eps = 8.0
     clean = accuracy(model, x, y)
     start = pgd(model, x, y, eps, 1.0, 0, norm=1, generator=_gen(16)) - x

@@ -277,17 +277,10 @@ def test_worst_of_k_random_trials_is_reproducible_and_grows_with_k():
 
 # ----------------------------------------------------------------------------- gradient attacks: strength
 @pytest.fixture(scope="module")
-def linear_mnist(mnist):
-    """Softmax regression fitted on 1,000 MNIST digits in a fraction of a second (≈ 85 % test accuracy)."""
-    x_train, y_train, x_test, y_test = mnist
-    torch.manual_seed(0)
-    model = linear()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(30):
-        optimizer.zero_grad()
-        F.cross_entropy(model(x_train[:1000]), y_train[:1000]).backward()
-        optimizer.step()
-    return model.eval(), x_test[:200], y_test[:200]
+def linear_mnist(linear_mnist_300):
+    """The shared softmax regression (tests/conftest.py) on its first 200 test digits."""
+    model, x, y = linear_mnist_300
+    return model, x[:200], y[:200]
 
 
 @pytest.mark.parametrize("attack,size", [(elastic, 0.5), (fog, 0.3)])
