@@ -33,10 +33,10 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-def standard_config(profile: Profile, data: str, seed: int = 0, model: str = "mnist_cnn") -> dict:
+def standard_config(profile: Profile, data: str, seed: int = 0, model: str | None = None) -> dict:
     """Everything that determines the standard model's weights; a change means retraining."""
     return {
-        "model": model,
+        "model": model or profile.standard_arch,
         "data": data,
         "training": "standard",
         "dataset": profile.dataset,
@@ -54,10 +54,12 @@ def standard_model(
     y_train: torch.Tensor,
     device,
     seed: int = 0,
-    model: str = "mnist_cnn",
+    model: str | None = None,
     progress: bool = True,
 ) -> tuple[nn.Module, list]:
-    """The architecture `model` trained without an adversary on (x_train, y_train), cached."""
+    """The architecture `model` (default: the profile's `standard_arch`) trained without an
+    adversary on (x_train, y_train), cached."""
+    model = model or profile.standard_arch
     if len(y_train) != profile.n_train:
         raise ValueError(f"expected the profile's {profile.n_train} training images, got {len(y_train)}")
 

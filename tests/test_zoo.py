@@ -4,7 +4,7 @@ import torch
 
 from course_utils import attacks
 from course_utils.setup import get_profile
-from course_utils.zoo import Recipe, monitor_split, recipe_config, trained_model
+from course_utils.zoo import Recipe, monitor_split, recipe_config, standard_config, standard_model, trained_model
 
 
 def test_recipes_reject_what_cannot_be_trained():
@@ -81,6 +81,19 @@ def test_config_changes_with_everything_that_changes_the_weights():
         assert recipe_config(other, profile, "abc", 0) != base
     assert recipe_config(Recipe("pgd", 0.1, 10, steps=7), profile, "abc", 1) != base
     assert recipe_config(Recipe("pgd", 0.1, 10, steps=7), profile, "abd", 0) != base
+
+
+def test_standard_model_uses_the_profiles_architecture_unless_told(mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CHECKPOINT_DIR", str(tmp_path))
+    x_train, y_train, _, _ = mnist
+    profile = get_profile("fast").replace(n_train=200, epochs=1, batch_size=100, standard_arch="linear")
+    model, _ = standard_model(profile, x_train[:200], y_train[:200], "cpu", progress=False)
+    assert isinstance(model, torch.nn.Sequential) and len(list(model.parameters())) == 2  # one linear layer
+    standard_model(profile, x_train[:200], y_train[:200], "cpu", model="mlp", progress=False)
+    assert sorted(f.name for f in tmp_path.glob("*.pt")) == ["linear_standard_fast_s0.pt", "mlp_standard_fast_s0.pt"]
+    # The two profiles train different networks, and the architecture is part of the cache key.
+    assert get_profile("fast").standard_arch == "small_cnn" and get_profile("full").standard_arch == "mnist_cnn"
+    assert standard_config(profile, "abc")["model"] == "linear" != standard_config(profile, "abc", model="mlp")["model"]
 
 
 # ----------------------------------------------------------------------------- training against other threats (07, 08)
