@@ -17,6 +17,10 @@ def pytest_configure(config):
     os.environ.setdefault("COURSE_CHECKPOINT_DIR", os.path.join(scratch, "checkpoints"))
     os.environ.setdefault("COURSE_RESULTS_DIR", os.path.join(scratch, "results"))
     os.environ.setdefault("COURSE_PROFILE", "fast")
+    # The notebooks get this from get_device(); unit tests that train or attack on the CPU get it here.
+    from course_utils.setup import tune_cpu_allocator
+
+    tune_cpu_allocator()
 
 
 # Notebooks are executed once per session, by nbval. Tests marked `after_notebooks` read what
