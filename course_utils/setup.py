@@ -15,8 +15,8 @@ import torch
 def get_device() -> torch.device:
     """The best device present: CUDA, then Apple's MPS, then the CPU.
 
-    On a Linux CPU it also calls `tune_cpu_allocator` (once per process), which makes CPU
-    training and attacks about 1.3–2× faster; the notebooks all start with this call.
+    On a Linux CPU it also calls `tune_cpu_allocator` (once per process), which makes large-batch
+    CPU passes up to 2.4× faster (batches of 64 a little); the notebooks all start with this call.
     """
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -38,7 +38,7 @@ def tune_cpu_allocator() -> bool:
     A CPU forward and backward pass allocates activation buffers of a few to a hundred MB and frees
     them at the end of the step. By default glibc serves such blocks with fresh mmap pages and
     returns them on free, so every step pays the page faults of zeroing them again: on 2 cores that
-    was a third to a half of the time of a PGD step (benchmarks/RESULTS.md). Raising the mmap and
+    was up to half the time of a PGD step on the Kolter–Madry CNN (benchmarks/RESULTS.md). Raising the mmap and
     trim thresholds (both: raising only one turns off glibc's adaptive threshold and is slower) does
     what linking jemalloc or tcmalloc does in PyTorch's CPU tuning guide. The price: memory freed
     after the peak stays with the process until it exits.

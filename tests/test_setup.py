@@ -95,13 +95,16 @@ def _page_faults(env_extra):
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_tuned_allocator_reuses_freed_memory_instead_of_faulting_it_in_again():
     # Oracle: the kernel's count of minor page faults. Untuned, each 64 MB buffer is a fresh mmap
-    # (16,384 pages of 4 KiB faulted in per round); tuned, pages come back for reuse once the heap has
+    # (all its pages faulted in every round); tuned, pages come back for reuse once the heap has
     # settled (a few rounds; then none fault at all).
+    import resource
+
+    pages_per_round = 64 * 2**20 // resource.getpagesize()
     tuned, tuned_faults = _page_faults({})
     untuned, untuned_faults = _page_faults({"COURSE_DEFAULT_MALLOC": "1"})
     assert tuned and not untuned
-    assert untuned_faults > 20 * 16_384 * 0.9, untuned_faults
-    assert tuned_faults <= 5 * 16_384, (tuned_faults, untuned_faults)
+    assert untuned_faults > 20 * pages_per_round * 0.9, untuned_faults
+    assert tuned_faults <= 5 * pages_per_round, (tuned_faults, untuned_faults)
 
 
 def test_allocator_tuning_is_skipped_where_the_user_chose(monkeypatch):
