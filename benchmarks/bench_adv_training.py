@@ -82,24 +82,15 @@ def run(config: Config, x_train, y_train, x_test, y_test, device, seed: int = 0)
 def target(profile, x_train, y_train, x_test, y_test, x_held, y_held, device):
     """The issue's target, on the course's own code path: `zoo.trained_model(zoo.efficient_pgd(ε))`
     in a fresh checkpoint folder (so it trains), its wall time, and PGD-40×2 on the held-out digits."""
-    import os
-    import tempfile
-
+    from course_utils.checkpoints import scratch_checkpoint_dir
     from course_utils.zoo import efficient_pgd, monitor_split, trained_model
 
     x_val, y_val = monitor_split(x_test, y_test, profile)
-    with tempfile.TemporaryDirectory() as fresh:
-        old, os.environ["COURSE_CHECKPOINT_DIR"] = os.environ.get("COURSE_CHECKPOINT_DIR"), fresh
-        try:
-            start = time.perf_counter()
-            model, history = trained_model(efficient_pgd(EPS), profile, x_train, y_train, x_val, y_val, device,
-                                           progress=False)
-            wall = time.perf_counter() - start
-        finally:
-            if old is None:
-                os.environ.pop("COURSE_CHECKPOINT_DIR")
-            else:
-                os.environ["COURSE_CHECKPOINT_DIR"] = old
+    with scratch_checkpoint_dir():
+        start = time.perf_counter()
+        model, history = trained_model(efficient_pgd(EPS), profile, x_train, y_train, x_val, y_val, device,
+                                       progress=False)
+        wall = time.perf_counter() - start
     print(f"\nTarget: zoo.trained_model(zoo.efficient_pgd({EPS})): {wall:.1f} s wall "
           f"({sum(r['seconds'] for r in history):.1f} s in epochs), clean {accuracy(model, x_held, y_held):.1%}, "
           f"PGD-40×2 {robust_accuracy(model, x_held, y_held, strong):.1%} on {len(y_held)} held-out digits")

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import platform
-import tempfile
 import time
 
 import torch
 
 from course_utils import attacks
+from course_utils.checkpoints import scratch_checkpoint_dir
 from course_utils.data import load_mnist
 from course_utils.evaluate import accuracy, robust_accuracy
 from course_utils.setup import get_device, get_profile
@@ -61,19 +60,12 @@ def main(argv=None) -> dict:
     print(f"{datetime.date.today()}, torch {torch.__version__}, {where}; profile {profile.name!r}, "
           f"{len(y_train)} training digits; {recipe.name}")
 
-    with tempfile.TemporaryDirectory() as fresh:
-        old, os.environ["COURSE_CHECKPOINT_DIR"] = os.environ.get("COURSE_CHECKPOINT_DIR"), fresh
-        try:
-            _sync(device)
-            start = time.perf_counter()
-            model, _ = trained_model(recipe, profile, x_train, y_train, x_val, y_val, device)
-            _sync(device)
-            train_s = time.perf_counter() - start
-        finally:
-            if old is None:
-                os.environ.pop("COURSE_CHECKPOINT_DIR")
-            else:
-                os.environ["COURSE_CHECKPOINT_DIR"] = old
+    with scratch_checkpoint_dir():
+        _sync(device)
+        start = time.perf_counter()
+        model, _ = trained_model(recipe, profile, x_train, y_train, x_val, y_val, device)
+        _sync(device)
+        train_s = time.perf_counter() - start
 
     strong = lambda m, x, y: attacks.pgd(m, x, y, EPS, 2.5 * EPS / args.eval_steps, args.eval_steps,
                                          restarts=args.restarts, generator=torch.Generator(device="cpu").manual_seed(0))

@@ -5,8 +5,9 @@ import json
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -21,6 +22,25 @@ def checkpoint_dir() -> Path:
     """$COURSE_CHECKPOINT_DIR, else the checkout's git-ignored `checkpoints/` folder."""
     env = os.environ.get("COURSE_CHECKPOINT_DIR")
     return Path(env) if env else repo_root() / "checkpoints"
+
+
+@contextmanager
+def scratch_checkpoint_dir() -> Iterator[Path]:
+    """A fresh, empty checkpoint folder for the duration of the block, deleted afterwards.
+
+    For timing training (benchmarks): `load_or_train` then always trains, and neither reads nor
+    adds to the student's cache. $COURSE_CHECKPOINT_DIR is restored on exit, set or not.
+    """
+    old = os.environ.get("COURSE_CHECKPOINT_DIR")
+    with tempfile.TemporaryDirectory() as fresh:
+        os.environ["COURSE_CHECKPOINT_DIR"] = fresh
+        try:
+            yield Path(fresh)
+        finally:
+            if old is None:
+                os.environ.pop("COURSE_CHECKPOINT_DIR", None)
+            else:
+                os.environ["COURSE_CHECKPOINT_DIR"] = old
 
 
 def _canonical(config: dict) -> dict:

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from course_utils.checkpoints import checkpoint_dir, load_or_train
+from course_utils.checkpoints import checkpoint_dir, load_or_train, scratch_checkpoint_dir
 from course_utils.models import build_model
 
 CONFIG = {"model": "linear", "epochs": 1, "lr": 0.01, "nested": {"sizes": [1, 2]}}
@@ -101,3 +101,16 @@ def test_bad_configs_rejected_before_training(ckdir, config, match):
     with pytest.raises(ValueError, match=match):
         load_or_train("net", train, config)
     assert train.calls == 0
+
+
+@pytest.mark.parametrize("before", [None, "somewhere/else"])
+def test_scratch_checkpoint_dir_is_fresh_and_restores_the_setting(monkeypatch, before):
+    if before is None:
+        monkeypatch.delenv("COURSE_CHECKPOINT_DIR", raising=False)
+    else:
+        monkeypatch.setenv("COURSE_CHECKPOINT_DIR", before)
+    with scratch_checkpoint_dir() as fresh:
+        assert checkpoint_dir() == fresh and list(fresh.iterdir()) == []
+        (fresh / "model.pt").write_bytes(b"x")
+    assert not fresh.exists()
+    assert os.environ.get("COURSE_CHECKPOINT_DIR") == before
