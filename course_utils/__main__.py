@@ -1,4 +1,4 @@
-"""The course's command line: `python -m course_utils run | student | grade` (or `course-utils …`)."""
+"""The course's command line: `python -m course_utils run | seeds | student | grade` (or `course-utils …`)."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +25,25 @@ def _run(args) -> int:
     print()
     print(summary_table(outcomes, {nb.stem: nb for nb in notebooks}))
     return 0 if all(o.ok for o in outcomes) else 1
+
+
+def _seeds(args) -> int:
+    from .seeds import markdown, parse_seeds, run_seeds, write_between_markers
+
+    notebooks = find_notebooks(only=args.only.split(",") if args.only else None)
+    seeds = parse_seeds(args.seeds)
+    out = Path(args.out)
+    print(f"Running {len(notebooks)} notebook(s) at seeds {', '.join(map(str, seeds))} (fast profile); "
+          f"executed copies and models go to {out}/")
+    sweep = run_seeds(notebooks, seeds, out, args.timeout)
+    table = markdown(sweep)
+    (out / "seeds.md").write_text(table)
+    print()
+    print(table)
+    if args.write:
+        write_between_markers(Path(args.write), table)
+        print(f"table written into {args.write}")
+    return 0 if sweep.all_ok else 1
 
 
 def _student(args) -> int:
@@ -57,6 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--timeout", type=float, default=None, help="seconds allowed per notebook (default: no limit)")
     run.add_argument("--dir", help="folder of notebooks to run (default: the course's notebooks/)")
     run.set_defaults(func=_run)
+
+    seeds = sub.add_parser("seeds", help="run the notebooks at several seeds and tabulate the spread of their claims")
+    seeds.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,3,7 (default 0-4)")
+    seeds.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 04,05")
+    seeds.add_argument("--out", default="runs/seeds", help="folder for executed copies, models and seeds.md")
+    seeds.add_argument("--timeout", type=float, default=None, help="seconds allowed per notebook (default: no limit)")
+    seeds.add_argument("--write", help="also write the table between the seed-sweep markers of this file "
+                                       "(e.g. benchmarks/RESULTS.md)")
+    seeds.set_defaults(func=_seeds)
 
     student = sub.add_parser("student", help="write the student versions (solutions replaced by prompts)")
     student.add_argument("--out", default="student", help="output folder (default student/)")

@@ -85,7 +85,10 @@ def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
             )
 
 
-def _check_eps(eps, norm: str) -> float:
+def _check_eps(eps, norm: str, x: torch.Tensor | None = None):
+    """ε as a float, or, for ℓ∞ with a tensor of one budget per image of `x`, as an N×1×…×1 tensor."""
+    if isinstance(eps, torch.Tensor) and eps.numel() != 1:
+        return _per_example_budget("eps", eps, norm, x)
     eps = _check_number("eps", eps)
     if norm == "inf" and eps > 1:
         raise ValueError(
@@ -93,6 +96,19 @@ def _check_eps(eps, norm: str) -> float:
             "(e.g. 0.1 on MNIST, 8/255 on CIFAR-10)"
         )
     return eps
+
+
+def _per_example_budget(name: str, value: torch.Tensor, norm: str, x: torch.Tensor | None) -> torch.Tensor:
+    """One budget per image (e.g. for a bisection over ε, `evaluate.smallest_flipping_eps`), shaped to broadcast."""
+    if norm != "inf" or x is None:
+        raise ValueError(f"{name}: one value per image is supported for ℓ∞ attacks only, got a tensor for norm {norm!r}")
+    if value.dim() != 1 or value.shape[0] != x.shape[0]:
+        raise ValueError(f"{name} must be a number or hold one value per image ({x.shape[0]}), got shape {tuple(value.shape)}")
+    value = value.detach().to(device=x.device, dtype=x.dtype)
+    lo, hi = torch.aminmax(value)
+    if not (torch.isfinite(lo) and torch.isfinite(hi)) or lo < 0 or (name == "eps" and hi > 1):
+        raise ValueError(f"{name} values must be finite and in [0, 1] (pixel units), got [{lo.item():.3g}, {hi.item():.3g}]")
+    return value.view(-1, *([1] * (x.dim() - 1)))
 
 
 def _check_steps(steps) -> int:
@@ -133,7 +149,7 @@ def _per_example_l2(t: torch.Tensor) -> torch.Tensor:
 
 def random_start_linf(x0: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """A point drawn uniformly from the ℓ∞ ball of radius ε around x0 (before clipping to [0, 1])."""
-    return x0 + _uniform(x0, -eps, eps, generator)
+    return x0 + eps * _uniform(x0, -1.0, 1.0, generator)  # ε may be one value per image
 
 
 def step_linf(x: torch.Tensor, grad: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -288,10 +304,11 @@ def fgsm(
     """Fast Gradient Sign Method: x0 + ε·sign(∇x loss), clipped to [0, 1].
 
     Untargeted: `y` holds the true labels and the loss goes up. Targeted: `y` holds the
-    labels we want the model to output and the loss towards them goes down.
+    labels we want the model to output and the loss towards them goes down. `eps` may be a
+    tensor with one budget per image.
     """
     _check_batch(x, y)
-    eps = _check_eps(eps, "inf")
+    eps = _check_eps(eps, "inf", x)
     x0, y = _as_plain(x), _as_plain(y)  # labels from predict() are inference tensors too
     with eval_mode(model):
         grad = input_gradient(model, x0, y, loss_fn)
@@ -337,12 +354,16 @@ def pgd(
     (`step_l1`) and the projection is the exact one onto the ball ∩ [0, 1] (`project_l1`).
     With `restarts > 1` the attack runs again from fresh random starts and keeps, for each
     example, the worst case: an adversarial input that fools the model if any restart
-    found one, else the one with the highest loss.
+    found one, else the one with the highest loss. For ℓ∞, `eps` and `alpha` may be tensors
+    with one value per image.
     """
     _check_batch(x, y)
     norm = _norm_name(norm)
-    eps = _check_eps(eps, norm)
-    alpha = _check_number("alpha", alpha, positive=True)
+    eps = _check_eps(eps, norm, x)
+    if isinstance(alpha, torch.Tensor) and alpha.numel() != 1:
+        alpha = _per_example_budget("alpha", alpha, norm, x)
+    else:
+        alpha = _check_number("alpha", alpha, positive=True)
     steps = _check_steps(steps)
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
         raise ValueError(f"restarts must be an int ≥ 1, got {restarts!r}")

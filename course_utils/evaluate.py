@@ -138,3 +138,50 @@ def minimal_flipping_eps(
         flipped = ~robust_mask(model, x[idx], y[idx], [lambda m, xb, yb: attack(m, xb, yb, eps)], batch_size)
         result[idx[flipped]] = eps
     return result
+
+
+def smallest_flipping_eps(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: EpsAttack,
+    eps_max: float,
+    iterations: int = 10,
+    batch_size: int = 500,
+) -> torch.Tensor:
+    """For each example, the smallest ε at which `attack` makes it misclassified, found by bisection.
+
+    `attack(model, x, y, eps)` must accept `eps` as a tensor with one budget per image (FGSM
+    and ℓ∞ PGD do). Each example keeps an interval (lo, hi] with the attack failing at lo and
+    succeeding at hi, halved `iterations` times, all examples at once; the result is hi, an ε at
+    which the attack was seen to succeed, within eps_max / 2**iterations of where it starts to.
+    Examples misclassified already when clean get 0; those the attack cannot flip even at
+    `eps_max` get +inf. Unlike a search on a coarse grid, two attacks rarely tie.
+    """
+    if not (isinstance(iterations, int) and iterations >= 1):
+        raise ValueError(f"iterations must be an int ≥ 1, got {iterations!r}")
+    if not (isinstance(eps_max, (int, float)) and 0 < eps_max <= 1):
+        raise ValueError(f"eps_max must be in (0, 1], got {eps_max!r}")
+
+    def fooled(eps: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return torch.cat([~correct(model, attack(model, xb, yb, eb), yb, batch_size)
+                          for xb, yb, eb in zip(x[idx].split(batch_size), y[idx].split(batch_size), eps.split(batch_size))])
+
+    result = torch.full((len(y),), float("inf"), device=y.device)
+    clean = correct(model, x, y, batch_size)
+    result[~clean] = 0.0
+    idx = clean.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return result
+    top = torch.full((idx.numel(),), float(eps_max), device=x.device)
+    flips = fooled(top, idx)
+    idx = idx[flips]
+    lo, hi = torch.zeros(idx.numel(), device=x.device), torch.full((idx.numel(),), float(eps_max), device=x.device)
+    for _ in range(iterations):
+        if idx.numel() == 0:
+            break
+        mid = (lo + hi) / 2
+        success = fooled(mid, idx)
+        hi, lo = torch.where(success, mid, hi), torch.where(success, lo, mid)
+    result[idx] = hi
+    return result

@@ -82,8 +82,13 @@ def execute_notebook(
     profile: str = "fast",
     timeout: float | None = None,
     name: str | None = None,
+    seed: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Outcome:
-    """Execute `source` with papermill into `out_dir` (cwd and results folder), within `timeout` seconds."""
+    """Execute `source` with papermill into `out_dir` (cwd and results folder), within `timeout` seconds.
+
+    `seed` is injected as the notebook's SEED parameter (its own default otherwise); `env` adds
+    environment variables for the kernel (e.g. another COURSE_CHECKPOINT_DIR)."""
     name = name or source.stem
     start = time.perf_counter()
     if read_notebook(source) is None:
@@ -93,10 +98,12 @@ def execute_notebook(
     results_file = out_dir / f"{name}.results.json"
     results_file.unlink(missing_ok=True)  # never report a stale file as this run's results
     # Figures must land in the executed copy whatever backend the calling shell chose.
-    env = dict(os.environ, COURSE_RESULTS_DIR=str(out_dir.resolve()), PYTHONUNBUFFERED="1",
+    env = dict(os.environ, **(env or {}), COURSE_RESULTS_DIR=str(out_dir.resolve()), PYTHONUNBUFFERED="1",
                MPLBACKEND="module://matplotlib_inline.backend_inline")
     cmd = [sys.executable, "-m", "papermill", str(source), str(executed), "-p", "PROFILE", profile,
            "--cwd", str(out_dir), "--no-progress-bar", "--kernel", "python3"]
+    if seed is not None:
+        cmd += ["-p", "SEED", str(int(seed))]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         log, _ = proc.communicate(timeout=timeout)
@@ -136,10 +143,12 @@ def _last_line(log: bytes) -> str:
     return lines[-1] if lines else "no output"
 
 
-def headline_spec(nb_path: Path) -> list[dict]:
-    """The notebook's headline metrics: metadata.course.headline = [{label, key, format}, …]."""
+def headline_spec(nb_path: Path, field: str = "headline") -> list[dict]:
+    """The notebook's headline metrics: metadata.course.headline = [{label, key, format}, …].
+
+    With field="claims": the metrics its assertion cell rests on (`seeds` reports their spread)."""
     nb = read_notebook(nb_path)
-    return list(nb.metadata.get("course", {}).get("headline", [])) if nb is not None else []
+    return list(nb.metadata.get("course", {}).get(field, [])) if nb is not None else []
 
 
 def exercise_points(nb_path: Path) -> dict[str, float]:

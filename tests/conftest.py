@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_utils.data import load_mnist
+from course_utils import models
 from course_utils.models import Normalize, linear
-from course_utils.train import fit
+from course_utils.attacks import pgd
+from course_utils.train import cyclic_lr, fit
 
 
 def small_cnn() -> nn.Sequential:
@@ -43,6 +45,23 @@ def _trained_cnn(mnist):
     fit(model, x_train, y_train, epochs=1, batch_size=64, lr=1e-3,
         generator=torch.Generator().manual_seed(0), progress=False)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def _robust_cnn(mnist):
+    x_train, y_train, _, _ = mnist
+    torch.manual_seed(0)
+    model = models.small_cnn()
+    fit(model, x_train, y_train, epochs=4, batch_size=64, lr_at=cyclic_lr(5e-3), progress=False,
+        attack=lambda m, x, y: pgd(m, x, y, 0.1, 2.5 * 0.1 / 3, 3), generator=torch.Generator().manual_seed(0))
+    return model.eval()
+
+
+@pytest.fixture
+def robust_cnn(_robust_cnn):
+    """A copy of the course's small CNN trained with PGD-3 at ε = 0.1 for 4 epochs (cyclic learning rate):
+    a model on which weak and strong attacks differ."""
+    return copy.deepcopy(_robust_cnn).eval()
 
 
 @pytest.fixture

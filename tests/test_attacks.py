@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import torchattacks
 from torch import nn
 
+from course_utils.apgd import StrongAttack, apgd, apgd_targeted
 from course_utils.attacks import (
     L1_STEP_FRACTION,
     fgsm,
@@ -283,6 +284,10 @@ ATTACKS = {
     "pgd_restarts": lambda m, x, y: pgd(m, x, y, 0.1, 0.03, 3, restarts=2, generator=_gen(0)),
     "pgd_targeted": lambda m, x, y: pgd(m, x, (y + 1) % 10, 0.1, 0.03, 3, targeted=True, generator=_gen(0)),
     "pgd_margin": lambda m, x, y: pgd(m, x, y, 0.1, 0.03, 3, loss_fn=margin_loss, generator=_gen(0)),
+    "apgd_ce": lambda m, x, y: apgd(m, x, y, 0.1, 5, generator=_gen(0)),
+    "apgd_dlr_l2": lambda m, x, y: apgd(m, x, y, 1.0, 5, norm=2, loss="dlr", generator=_gen(0)),
+    "apgd_targeted": lambda m, x, y: apgd_targeted(m, x, y, 0.1, 5, targets=2, generator=_gen(0)),
+    "strong": StrongAttack(0.1, steps=5, targets=2),
 }
 
 
@@ -671,3 +676,30 @@ def test_pgd_linf_box_clamp_equals_project_linf():
     for eps in (0.0, 0.05, 0.3, 1.0):
         box = torch.clamp(x, (x0 - eps).clamp(min=0), (x0 + eps).clamp(max=1))
         assert torch.equal(box, project_linf(x, x0, eps))
+
+
+# ----------------------------------------------------------------------------- one budget per image
+def test_per_image_budgets_equal_separate_calls(trained_cnn, eval_batch):
+    """Oracle: FGSM and ℓ∞ PGD with a tensor of budgets give, image by image, the scalar-budget answer."""
+    x, y = eval_batch[0][:6], eval_batch[1][:6]
+    eps = torch.tensor([0.0, 0.02, 0.05, 0.1, 0.2, 0.3])
+    together = fgsm(trained_cnn, x, y, eps)
+    no_start = pgd(trained_cnn, x, y, eps, 2.5 * eps / 5, 5, random_start=False)
+    for i, e in enumerate(eps.tolist()):
+        torch.testing.assert_close(together[i:i + 1], fgsm(trained_cnn, x[i:i + 1], y[i:i + 1], e))
+        torch.testing.assert_close(no_start[i:i + 1], pgd(trained_cnn, x[i:i + 1], y[i:i + 1], e, 2.5 * e / 5 or 1e-9, 5,
+                                                          random_start=False), atol=1e-6, rtol=0)
+    with_start = pgd(trained_cnn, x, y, eps, 2.5 * eps / 5, 5, generator=_gen(0))
+    assert (_linf(with_start - x) <= eps + 1e-6).all()
+
+
+def test_per_image_budgets_are_checked(tiny):
+    model, x, y = tiny
+    with pytest.raises(ValueError, match="^eps"):
+        fgsm(model, x, y, torch.tensor([0.1, 0.2]))
+    with pytest.raises(ValueError, match="^eps"):
+        fgsm(model, x, y, torch.tensor([0.1, 0.2, 1.5, 0.1]))
+    with pytest.raises(ValueError, match="ℓ∞ attacks only"):
+        pgd(model, x, y, torch.full((4,), 0.5), 0.1, 2, norm=2)
+    with pytest.raises(ValueError, match="^alpha"):
+        pgd(model, x, y, 0.1, torch.tensor([0.1, -0.1, 0.1, 0.1]), 2)

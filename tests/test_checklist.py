@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from course_utils import attacks
+from course_utils.apgd import StrongAttack
 from course_utils.checklist import (Verdict, agrees_with_reference, has_converged, iterative_beats_single_step,
                                     reaches_chance, summarize, white_box_beats_transfer)
 from course_utils.models import ScaledLogits
@@ -69,10 +70,28 @@ def test_transfer_flags_a_masked_model(trained_cnn, batch):
 def test_independent_implementation(trained_cnn, batch):
     pytest.importorskip("torchattacks")
     x, y = batch[0][:60], batch[1][:60]
-    good = agrees_with_reference(trained_cnn, x, y, _pgd(20, 2), EPS, steps=20)
+    good = agrees_with_reference(trained_cnn, x, y, StrongAttack(EPS, steps=20, targets=3), EPS, steps=20)
     assert good.passed, str(good)
     bad = agrees_with_reference(trained_cnn, x, y, _nothing, EPS, steps=20)
-    assert bad.passed is False and bad.evidence["APGD"] < bad.evidence["ours"] - 0.3
+    reference = bad.evidence["torchattacks APGD-CE + APGD-T"]
+    assert bad.passed is False and reference < bad.evidence["ours"] - 0.3
+    assert f"finds {bad.evidence['ours'] - reference:.1%} more" in bad.explanation
+
+
+def test_independent_implementation_says_which_way_the_difference_goes(trained_cnn, batch):
+    """The explanation must describe the measured difference, never claim agreement it did not see."""
+    pytest.importorskip("torchattacks")
+    x, y = batch[0][:60], batch[1][:60]
+    strongest = StrongAttack(EPS, steps=40, targets=9)
+    v = agrees_with_reference(trained_cnn, x, y, strongest, EPS, steps=5, targets=0)  # a weaker reference
+    ours, ref = v.evidence["ours"], v.evidence["torchattacks APGD-CE"]
+    assert v.passed
+    if ours < ref:
+        assert "fewer" in v.explanation
+    elif ours == ref:
+        assert "exactly as many" in v.explanation
+    else:
+        assert "more" in v.explanation and "within the tolerance" in v.explanation
 
 
 def test_missing_reference_library_means_not_run(trained_cnn, batch, monkeypatch):

@@ -12,6 +12,7 @@ from course_utils.evaluate import (
     predict,
     robust_accuracy,
     robust_accuracy_by_attack,
+    smallest_flipping_eps,
 )
 
 
@@ -115,3 +116,56 @@ def test_minimal_flipping_eps(trained_cnn, eval_batch):
         assert len(idx)
         assert not correct(trained_cnn, fgsm(trained_cnn, x[idx], y[idx], eps), y[idx]).any()
         assert correct(trained_cnn, fgsm(trained_cnn, x[idx], y[idx], previous), y[idx]).all()
+
+
+def _two_class_linear(seed=0, n=64):
+    """A float64 two-class linear model on interior images: FGSM lowers the margin z_y − z_other by
+    exactly ε·‖w_y − w_other‖₁ while no pixel clips, so its smallest flipping ε is margin / ‖w_y − w_other‖₁."""
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).double()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.randn(2, 16, generator=g, dtype=torch.float64))
+        model[1].bias.zero_()
+    x = 0.3 + 0.4 * torch.rand(n, 1, 4, 4, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every example starts correct
+    w = model[1].weight.detach()
+    margin = (model(x)[torch.arange(n), y] - model(x)[torch.arange(n), 1 - y]).detach()
+    return model, x, y, margin / (w[y] - w[1 - y]).abs().sum(1)
+
+
+def test_smallest_flipping_eps_finds_the_closed_form_by_bisection():
+    """Oracle: FGSM on a linear two-class model flips exactly at margin / ‖w_y − w_other‖₁."""
+    model, x, y, exact = _two_class_linear()
+    eps_max, iterations = 0.06, 12  # about two thirds of the examples flip below it
+    found = smallest_flipping_eps(model, x, y, fgsm, eps_max, iterations)
+    reachable = exact < eps_max
+    assert reachable.sum() >= 20 and (~reachable).sum() >= 1
+    assert torch.isinf(found[~reachable]).all()
+    err = found[reachable] - exact[reachable]
+    assert (err >= -1e-9).all() and (err <= eps_max / 2**iterations + 1e-9).all()  # an upper bound, tight to the resolution
+
+
+def test_smallest_flipping_eps_with_pgd_needs_no_more_than_fgsm(trained_cnn, eval_batch):
+    """PGD contains FGSM's first step, so on a trained CNN it flips with a smaller ε on most digits,
+    with few ties, and clean mistakes get 0."""
+    x, y = eval_batch[0][:100], eval_batch[1][:100]
+    pgd_eps = lambda m, xx, yy, e: pgd(m, xx, yy, e, 2.5 * e / 10, 10, generator=torch.Generator().manual_seed(0))
+    found_fgsm = smallest_flipping_eps(trained_cnn, x, y, fgsm, 0.4)
+    found_pgd = smallest_flipping_eps(trained_cnn, x, y, pgd_eps, 0.4)
+    wrong = ~correct(trained_cnn, x, y)
+    assert (found_fgsm[wrong] == 0).all() and (found_pgd[wrong] == 0).all()
+    ok = ~wrong & torch.isfinite(found_fgsm)
+    assert (found_pgd[ok] < found_fgsm[ok]).float().mean() >= 0.7
+    assert (found_pgd[ok] == found_fgsm[ok]).float().mean() <= 0.1
+    # Recheck: FGSM flips each digit at its ε, and not at 90 % of it (a coarser check than the resolution).
+    idx = ok.nonzero().squeeze(1)[:20]
+    assert not correct(trained_cnn, fgsm(trained_cnn, x[idx], y[idx], found_fgsm[idx]), y[idx]).any()
+
+
+def test_smallest_flipping_eps_rejects_bad_arguments(trained_cnn, eval_batch):
+    x, y = eval_batch[0][:4], eval_batch[1][:4]
+    with pytest.raises(ValueError, match="^eps_max"):
+        smallest_flipping_eps(trained_cnn, x, y, fgsm, 1.5)
+    with pytest.raises(ValueError, match="^iterations"):
+        smallest_flipping_eps(trained_cnn, x, y, fgsm, 0.3, 0)
