@@ -238,3 +238,30 @@ def realism(images: torch.Tensor, real: torch.Tensor, reference: torch.Tensor | 
     if isinstance(reference, torch.Tensor):
         reference = nearest_real_distance(reference, real).mean().item()
     return reference / nearest_real_distance(images, real).mean().item()
+
+
+@torch.no_grad()
+def nearest_digit_labels(images: torch.Tensor, real: torch.Tensor, real_labels: torch.Tensor,
+                         batch_size: int = 500) -> torch.Tensor:
+    """Per image: the label of the real digit it resembles most, by the *shape* of the ink alone.
+
+    Each image is centred (its mean removed) and scaled to unit length before it is compared, so the
+    similarity is a correlation: how much ink an image has, or how bright it is overall, does not
+    count, only where the ink is. A blank or uniformly grey image correlates with nothing (it scores
+    0 against every digit), so it gets an arbitrary label and, over ten classes, is recognised one
+    time in ten. No network is involved: a pattern that fools networks does not fool this judge.
+    """
+    def unit(t: torch.Tensor) -> torch.Tensor:
+        t = t.flatten(1)
+        t = t - t.mean(dim=1, keepdim=True)
+        return t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    reference = unit(real)
+    best = [(unit(chunk) @ reference.T).argmax(dim=1) for chunk in images.split(batch_size)]
+    return real_labels[torch.cat(best)]
+
+
+def recognised_by_nearest_digit(images: torch.Tensor, labels: torch.Tensor, real: torch.Tensor,
+                                real_labels: torch.Tensor) -> torch.Tensor:
+    """Per image: does the real digit it correlates with most carry the class it was made for?"""
+    return nearest_digit_labels(images, real, real_labels) == labels

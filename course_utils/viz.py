@@ -202,14 +202,19 @@ def plot_curves(
     hline: tuple[float, str] | None = None,
     logx: bool = False,
     ax=None,
+    vline: tuple[float, str] | None = None,
+    legend_below: bool = False,
 ):
-    """Several y-against-x lines on one axis, with an optional labelled horizontal reference line."""
+    """Several y-against-x lines on one axis, with optional labelled horizontal and vertical reference
+    lines; `legend_below` puts the legend under the axes, where it cannot hide a point."""
     fig, ax = _axes(ax, (6, 4))
     markers = "osD^vx*"
     for k, (label, ys) in enumerate(curves.items()):
         ax.plot(x, ys, marker=markers[k % len(markers)], ms=4, label=label)
     if hline is not None:
         ax.axhline(hline[0], color="grey", ls="--", lw=1, label=hline[1])
+    if vline is not None:
+        ax.axvline(vline[0], color="grey", ls=":", lw=1, label=vline[1])
     if logx:
         ax.set_xscale("log")
     elif all(float(v).is_integer() for v in x):
@@ -218,7 +223,10 @@ def plot_curves(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if legend_below:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize="small", frameon=False)
+    else:
+        ax.legend()
     return fig
 
 

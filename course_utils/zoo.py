@@ -204,6 +204,50 @@ def efficient_pgd(eps: float, epochs: int = 15, steps: int = 3, lr_peak: float =
     return Recipe("pgd", eps, epochs, steps=steps, random_start=True, lr_peak=lr_peak, monitor=False)
 
 
+LR_PEAK = 5e-3  # Wong et al.'s cyclic learning rate peak: adversarial training in tens of epochs
+
+
+def compared_recipe(method: str, eps: float, profile: Profile, steps: int | None = None) -> Recipe:
+    """04's recipes: every method trained the same way, so that the table compares methods only.
+
+    The profile's robust architecture, `profile.robust_epochs` epochs, the cyclic learning rate, and at
+    budgets above the profile's headline ε an ε ramp over `profile.eps_ramp` of training (a fresh
+    network cannot learn at all against ε = 0.3 from the first batch). PGD starts at a random point and
+    takes `steps` steps (3 at the headline ε, 5 above it) of 2.5ε/steps; FGSM with a random start takes
+    one step of 1.25ε (Wong et al.).
+    """
+    ramp = profile.eps_ramp if eps > profile.eps else 0.0
+    if method == "pgd":
+        steps = steps or (3 if eps <= profile.eps else 5)
+        return Recipe("pgd", eps, profile.robust_epochs, steps=steps, random_start=True, ramp=ramp,
+                      model=profile.robust_arch, lr_peak=LR_PEAK)
+    return Recipe(method, eps, profile.robust_epochs, ramp=ramp, model=profile.robust_arch, lr_peak=LR_PEAK)
+
+
+def robust_recipe(eps: float, profile: Profile) -> Recipe:
+    """The course's robust model at budget ε: 04's PGD recipe (PGD-3 at ε = 0.1, PGD-5 with an ε ramp at 0.3).
+
+    Notebooks 05-08 use these wherever they need "the robust model". Their accuracy under the strong
+    evaluation and their training time are in benchmarks/RESULTS.md.
+    """
+    return compared_recipe("pgd", eps, profile)
+
+
+def standard_recipe(profile: Profile) -> Recipe:
+    """04's standard model: the robust models' architecture and schedule, without an attacker."""
+    return compared_recipe("standard", profile.eps, profile)
+
+
+def sweep_recipe(k: int, profile: Profile) -> Recipe:
+    """05's Figure 27.3 at ε = profile.large_eps: the iterative sign method with k steps of 2.5ε/k from x0
+    (k = 1 is FGSM, a step of ε), the same ε ramp, cyclic learning rate and `profile.sweep_epochs` for
+    every k, Wong et al.'s small CNN. Not monitored: the notebook measures the models at the end."""
+    eps = profile.large_eps
+    if k == 1:
+        return Recipe("fgsm", eps, profile.sweep_epochs, ramp=profile.eps_ramp, monitor=False, lr_peak=LR_PEAK)
+    return Recipe("pgd", eps, profile.sweep_epochs, steps=k, ramp=profile.eps_ramp, monitor=False, lr_peak=LR_PEAK)
+
+
 def monitor_split(x_test: torch.Tensor, y_test: torch.Tensor, profile: Profile) -> tuple[torch.Tensor, torch.Tensor]:
     """The held-out digits watched during training: the tail of the test split, disjoint from the
     first `profile.eval_size` that the notebooks report, so early stopping never sees those."""
@@ -214,18 +258,29 @@ def monitor_split(x_test: torch.Tensor, y_test: torch.Tensor, profile: Profile) 
 
 
 def monitor_fn(recipe: Recipe, x_val: torch.Tensor, y_val: torch.Tensor, profile: Profile, seed: int = 0):
-    """Clean, FGSM and PGD accuracy at the recipe's ε on the monitor split (for `fit`'s eval_fn)."""
-    eps = recipe.eps if recipe.eps > 0 else profile.eps
-    steps = profile.pgd_steps
+    """After each epoch (for `fit`'s eval_fn): clean, FGSM and PGD accuracy on the monitor split at the
+    ε the training attack has reached by the end of that epoch (the recipe's ε once its ramp is over),
+    recorded as "eps"; with a ramp, also FGSM and PGD at the final ε ("fgsm_acc_final", "pgd_acc_final").
+
+    Measuring at the current ε shows whether a model was robust to what it was trained against at the
+    time; measuring only at the final ε would hide any robustness gained during the ramp.
+    """
+    final = recipe.eps if recipe.eps > 0 else profile.eps
+    ramp, steps, epoch = eps_ramp(final, recipe.ramp), profile.pgd_steps, itertools.count(1)
+
+    def at(model: nn.Module, eps: float) -> tuple[float, float]:
+        gen = torch.Generator().manual_seed(seed)  # the same random starts every epoch
+        return (robust_accuracy(model, x_val, y_val, lambda m, x, y: attacks.fgsm(m, x, y, eps)),
+                robust_accuracy(model, x_val, y_val, lambda m, x, y: attacks.pgd(
+                    m, x, y, eps, profile.alpha(eps, steps), steps, generator=gen)))
 
     def monitor(model: nn.Module) -> dict:
-        gen = torch.Generator().manual_seed(seed)  # the same random starts every epoch
-        return {
-            "clean_acc": accuracy(model, x_val, y_val),
-            "fgsm_acc": robust_accuracy(model, x_val, y_val, lambda m, x, y: attacks.fgsm(m, x, y, eps)),
-            "pgd_acc": robust_accuracy(model, x_val, y_val, lambda m, x, y: attacks.pgd(
-                m, x, y, eps, profile.alpha(eps, steps), steps, generator=gen)),
-        }
+        eps = ramp(min(next(epoch) / max(recipe.epochs, 1), 1.0))
+        fgsm_acc, pgd_acc = at(model, eps)
+        record = {"eps": eps, "clean_acc": accuracy(model, x_val, y_val), "fgsm_acc": fgsm_acc, "pgd_acc": pgd_acc}
+        if recipe.ramp > 0:
+            record["fgsm_acc_final"], record["pgd_acc_final"] = at(model, final) if eps < final else (fgsm_acc, pgd_acc)
+        return record
 
     return monitor
 
@@ -240,6 +295,8 @@ def recipe_config(recipe: Recipe, profile: Profile, data: str, seed: int) -> dic
         lr=profile.lr, seed=seed, monitor_size=profile.monitor_size if recipe.monitor else 0,
         monitor_steps=profile.pgd_steps if recipe.monitor else 0,
     )
+    if recipe.monitor:
+        config["monitor_at"] = "current eps"  # since the robust recipes: older caches recorded the final ε only
     return config
 
 
@@ -277,7 +334,8 @@ def trained_model(
             batch_size=profile.batch_size, generator=torch.Generator().manual_seed(seed), progress=progress,
             lr_at=cyclic_lr(recipe.lr_peak) if recipe.lr_peak is not None else None,
             eval_fn=monitor_fn(recipe, x_val, y_val, profile, seed) if recipe.monitor else None,
-            keep_best="pgd_acc" if recipe.early_stop else None, desc=f"training {recipe.name}",
+            keep_best=("pgd_acc_final" if recipe.ramp > 0 else "pgd_acc") if recipe.early_stop else None,
+            desc=f"training {recipe.name}",
         )
         return net, history
 

@@ -166,3 +166,18 @@ def test_check_maximise_names_each_mistake(mistake, hint, capsys):
 
     assert check_maximise(broken) is False
     assert hint in capsys.readouterr().out
+
+
+def test_nearest_digit_judge_ignores_ink_and_brightness():
+    """Oracle by construction: a digit, the same digit brighter or fainter, and shifted in grey level,
+    is still matched to itself; a blank image matches nothing in particular."""
+    from course_utils.featviz import nearest_digit_labels, recognised_by_nearest_digit
+
+    g = torch.Generator().manual_seed(0)
+    real = (torch.rand(20, 1, 28, 28, generator=g) > 0.8).float()
+    labels = torch.arange(20) % 10
+    variants = torch.cat([real, 0.3 * real, (0.5 * real + 0.2).clamp(0, 1)])
+    assert torch.equal(nearest_digit_labels(variants, real, labels), labels.repeat(3))
+    assert recognised_by_nearest_digit(real, labels, real, labels).all()
+    blank = torch.zeros(10, 1, 28, 28)
+    assert nearest_digit_labels(blank, real, labels).unique().numel() == 1  # every blank image gets the same label
