@@ -18,7 +18,7 @@ def pytest_configure(config):
     os.environ.setdefault("COURSE_RESULTS_DIR", os.path.join(scratch, "results"))
     os.environ.setdefault("COURSE_PROFILE", "fast")
     # The notebooks get this from get_device(); unit tests that train or attack on the CPU get it here.
-    from course_utils.setup import tune_cpu_allocator
+    from course_utils.config import tune_cpu_allocator
 
     tune_cpu_allocator()
 

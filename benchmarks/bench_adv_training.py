@@ -23,7 +23,7 @@ from course_utils import attacks
 from course_utils.data import load_mnist
 from course_utils.evaluate import accuracy, robust_accuracy
 from course_utils.models import build_model
-from course_utils.setup import get_device, get_profile
+from course_utils.config import get_device, get_profile
 from course_utils.train import cyclic_lr, fit
 
 EPS = 0.1
@@ -65,8 +65,8 @@ def run(config: Config, x_train, y_train, x_test, y_test, device, seed: int = 0)
     for epoch in range(config.epochs):
         # One epoch at a time so evaluation stays off the clock; the schedule sees global progress.
         done = lambda t, e=epoch: (e + t) / config.epochs
-        history = fit(model, x_train, y_train, epochs=1, attack=training_attack(config), lr=config.lr,
-                      lr_at=(lambda t: cyclic_lr(config.lr)(done(t))) if config.cyclic else None,
+        history = fit(model, x_train, y_train, epochs=1, attack=training_attack(config),
+                      lr=(lambda t: cyclic_lr(config.lr)(done(t))) if config.cyclic else config.lr,
                       batch_size=config.batch_size, generator=torch.Generator().manual_seed(seed * 1000 + epoch),
                       progress=False)
         seconds += history[0]["seconds"]

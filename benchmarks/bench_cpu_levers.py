@@ -23,7 +23,7 @@ WORKER = r"""
 import json, resource, sys, time, torch
 import torch.nn.functional as F
 from course_utils.models import build_model
-from course_utils.setup import get_device, tune_cpu_allocator
+from course_utils.config import get_device, tune_cpu_allocator
 get_device()
 name, batch, images = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.manual_seed(0)

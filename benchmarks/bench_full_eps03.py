@@ -25,7 +25,7 @@ from course_utils import attacks
 from course_utils.checkpoints import scratch_checkpoint_dir
 from course_utils.data import load_mnist
 from course_utils.evaluate import accuracy, robust_accuracy
-from course_utils.setup import get_device, get_profile
+from course_utils.config import get_device, get_profile
 from course_utils.zoo import Recipe, monitor_split, trained_model
 
 EPS = 0.3

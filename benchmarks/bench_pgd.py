@@ -19,7 +19,7 @@ import torch
 from course_utils import attacks
 from course_utils.data import load_mnist
 from course_utils.evaluate import accuracy
-from course_utils.setup import get_device, get_profile
+from course_utils.config import get_device, get_profile
 from course_utils.zoo import standard_model
 
 

@@ -22,10 +22,10 @@ import time
 
 import torch
 
-from course_utils.apgd import StrongAttack
+from course_utils.attacks.apgd import StrongAttack
 from course_utils.data import load_mnist
 from course_utils.evaluate import correct
-from course_utils.setup import get_device, get_profile
+from course_utils.config import get_device, get_profile
 from course_utils.zoo import monitor_split, robust_recipe, trained_model
 
 

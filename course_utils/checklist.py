@@ -11,15 +11,15 @@ evaluation used: `attack(model, x, y)` for a fixed budget, or `attack_at(model, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
+from .attacks.core import Attack
 from .data import batches
 from .evaluate import EpsAttack, correct, robust_accuracy, robust_mask
 
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,10 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .data import repo_root
+from .paths import checkpoint_dir
 from .models import build_model
 
 FORMAT_VERSION = 1
-
-
-def checkpoint_dir() -> Path:
-    """$COURSE_CHECKPOINT_DIR, else the checkout's git-ignored `checkpoints/` folder."""
-    env = os.environ.get("COURSE_CHECKPOINT_DIR")
-    return Path(env) if env else repo_root() / "checkpoints"
 
 
 @contextmanager

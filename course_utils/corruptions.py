@@ -27,6 +27,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .images import affine, check_images, random_sign, uniform
+
 # One row per corruption: the parameter at severities 1..5, units in the comment.
 PARAMS: dict[str, tuple] = {
     "shot_noise": (40, 20, 10, 6, 3),  # λ: expected photon count of a white pixel
@@ -51,19 +53,6 @@ _MAX_LINES = 5  # dotted_line and zigzag always draw this many lines and show th
 
 
 # ----------------------------------------------------------------------------- input checks
-def _check_images(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a tensor of images, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"x must be a batch of images shaped N×C×H×W, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point image batch in [0, 1], got dtype {x.dtype}")
-    if x.numel():
-        lo, hi = torch.aminmax(x.detach())
-        if lo < 0 or hi > 1:
-            raise ValueError(f"x must hold images in [0, 1], got values in [{lo.item():.3g}, {hi.item():.3g}]")
-
-
 def _check_severity(severity) -> int:
     if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
         raise ValueError(f"severity must be an int from 1 (mild) to 5 (hard), got {severity!r}")
@@ -76,7 +65,7 @@ def _level(name: str, severity):
 
 
 def _prepare(name: str, x: torch.Tensor, severity, generator):
-    _check_images(x)
+    check_images(x)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     return _level(name, severity)
@@ -84,15 +73,8 @@ def _prepare(name: str, x: torch.Tensor, severity, generator):
 
 # ----------------------------------------------------------------------------- random draws
 def _rand(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Uniform [0, 1) draws on like's device and dtype, from `generator` when one is given."""
-    if generator is None:
-        return torch.rand(shape, device=like.device, dtype=like.dtype)
-    # Draw where the generator lives: a CPU seed then gives the same images on any device.
-    return torch.rand(shape, generator=generator, device=generator.device, dtype=like.dtype).to(like.device)
-
-
-def _random_sign(n: int, like: torch.Tensor, generator) -> torch.Tensor:
-    return torch.where(_rand((n,), like, generator) < 0.5, -1.0, 1.0).to(like.dtype)
+    """Uniform [0, 1) draws (`images.uniform`): a CPU seed gives the same images on any device."""
+    return uniform(shape, like, generator=generator)
 
 
 # ----------------------------------------------------------------------------- geometry helpers
@@ -102,46 +84,6 @@ def _pixel_grid(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ys = torch.arange(h, device=like.device, dtype=like.dtype) - (h - 1) / 2
     xs = torch.arange(w, device=like.device, dtype=like.dtype) - (w - 1) / 2
     return xs.expand(h, w), ys[:, None].expand(h, w)
-
-
-def _per_image(value, n: int, like: torch.Tensor) -> torch.Tensor:
-    return torch.broadcast_to(torch.as_tensor(value, dtype=like.dtype, device=like.device), (n,))
-
-
-def affine(x: torch.Tensor, angle=0.0, translate=(0.0, 0.0), scale=1.0, shear=0.0) -> torch.Tensor:
-    """Scale, then shear along x, then rotate about the centre, then shift; bilinear, zero fill.
-
-    Every argument is one number for the whole batch or a length-N tensor (one per image):
-    `angle` and `shear` in degrees (positive angle = counter-clockwise on screen),
-    `translate` = (dx, dy) in pixels (right, down), `scale` a factor.
-    torchvision's `affine` applies one matrix to the whole batch; the corruptions need one
-    per image, hence this version on `affine_grid`/`grid_sample`.
-    """
-    _check_images(x)
-    n, _, h, w = x.shape
-    if n == 0:
-        return x.detach().clone()  # affine_grid refuses an empty batch
-    angle = torch.deg2rad(_per_image(angle, n, x))
-    shear = torch.deg2rad(_per_image(shear, n, x))
-    scale = _per_image(scale, n, x)
-    if not bool((scale > 0).all()):
-        raise ValueError(f"scale must be > 0 for every image, got {scale.min().item():.3g}")
-    dx, dy = (_per_image(t, n, x) for t in translate)
-    cos, sin, zero, one = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle), torch.ones_like(angle)
-    # With y pointing down, [[cos, sin], [−sin, cos]] turns the picture counter-clockwise.
-    rotation = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)
-    shearing = torch.stack([torch.stack([one, torch.tan(shear)], -1), torch.stack([zero, one], -1)], -2)
-    forward = rotation @ shearing * scale[:, None, None]
-    # grid_sample asks, for each output pixel, where to read in the input: the inverse map,
-    # in coordinates normalised to [-1, 1] (half-sizes `half`, align_corners=False).
-    half = torch.tensor([w / 2, h / 2], dtype=x.dtype, device=x.device)
-    inverse = torch.linalg.inv(forward)
-    linear = inverse * half[None, None, :] / half[None, :, None]
-    offset = -(inverse @ torch.stack([dx, dy], -1)[..., None]).squeeze(-1) / half
-    theta = torch.cat([linear, offset[..., None]], dim=-1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out.clamp(0.0, 1.0)
 
 
 def _depthwise(x: torch.Tensor, kernel: torch.Tensor, padding_mode: str = "constant") -> torch.Tensor:
@@ -252,20 +194,20 @@ def motion_blur(x: torch.Tensor, severity: int, generator: torch.Generator | Non
 def rotate(x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Rotate about the centre by ±10, 20, 30, 40, 50 degrees (random sign per image)."""
     degrees = _prepare("rotate", x, severity, generator)
-    return affine(x.detach(), angle=degrees * _random_sign(x.shape[0], x, generator))
+    return affine(x.detach(), angle=degrees * random_sign(x.shape[0], x, generator))
 
 
 def shear(x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Shear horizontally by ±8, 16, 24, 32, 40 degrees (random sign per image)."""
     degrees = _prepare("shear", x, severity, generator)
-    return affine(x.detach(), shear=degrees * _random_sign(x.shape[0], x, generator))
+    return affine(x.detach(), shear=degrees * random_sign(x.shape[0], x, generator))
 
 
 def scale(x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Zoom about the centre by 1 − a or 1 + a (random per image), a = 0.1, 0.2, 0.3, 0.4, 0.5."""
     a = _prepare("scale", x, severity, generator)
     # Out or in, not 1/(1 − a): zooming in by 2 would crop a 20-pixel MNIST digit to its middle.
-    return affine(x.detach(), scale=1.0 + a * _random_sign(x.shape[0], x, generator))
+    return affine(x.detach(), scale=1.0 + a * random_sign(x.shape[0], x, generator))
 
 
 def translate(x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -380,7 +322,7 @@ def sobel_edges(x: torch.Tensor, threshold: float = 0.3) -> torch.Tensor:
     Canny without the hysteresis step. The gradient is scaled so a black-to-white step
     scores 1; `threshold` is in those units. Returns a 0/1 batch shaped like x.
     """
-    _check_images(x)
+    check_images(x)
     x = x.detach()
     sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
     # Replicated border: zero padding would draw a frame around any image with a bright edge.

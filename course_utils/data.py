@@ -15,7 +15,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .setup import Profile, get_profile
+from .config import Profile, get_profile
+from .paths import data_dir, repo_root
 
 SAMPLE_FILE = "mnist_5k.npz"
 SAMPLE_TEST_PER_CLASS = 100  # 5,000 digits → 4,000 train / 1,000 test, stratified
@@ -27,17 +28,6 @@ class DatasetUnavailableError(RuntimeError):
     def _render_traceback_(self) -> list[str]:
         # IPython shows these lines instead of a traceback: the message is the whole story.
         return [f"DatasetUnavailableError: {self}"]
-
-
-def repo_root() -> Path:
-    """The course checkout this package was installed from (editable install or clone)."""
-    return Path(__file__).resolve().parent.parent
-
-
-def data_dir() -> Path:
-    """Where datasets live: $COURSE_DATA_DIR, else the checkout's `data/` folder."""
-    env = os.environ.get("COURSE_DATA_DIR")
-    return Path(env) if env else repo_root() / "data"
 
 
 def _sample_path() -> Path:

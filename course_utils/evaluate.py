@@ -6,10 +6,9 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .attacks import eval_mode
+from .attacks.core import Attack, eval_mode
 from .data import batches
 
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 EpsAttack = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
@@ -48,12 +47,17 @@ def robust_mask(
 ) -> torch.Tensor:
     """Per example: True only if the clean input and every attack's output are classified right.
 
-    This is AutoAttack's worst-case rule. The minimum of per-attack accuracies would
-    overstate robustness whenever different attacks break different examples.
+    This is AutoAttack's worst-case rule (`attacks.core.worst_case`, in its form for accuracies). The
+    minimum of per-attack accuracies would overstate robustness whenever different attacks break
+    different examples.
     """
     named = attacks if isinstance(attacks, Mapping) else dict(enumerate(attacks))
-    mask = correct(model, x, y, batch_size)
-    for attack_mask in _attack_masks(model, x, y, named, batch_size).values():
+    return _survives_all(correct(model, x, y, batch_size), _attack_masks(model, x, y, named, batch_size).values())
+
+
+def _survives_all(clean: torch.Tensor, masks) -> torch.Tensor:
+    mask = clean.clone()
+    for attack_mask in masks:
         mask &= attack_mask
     return mask
 
@@ -74,10 +78,7 @@ def robust_accuracy_by_attack(
     clean = correct(model, x, y, batch_size)
     masks = {name: m & clean for name, m in _attack_masks(model, x, y, attacks, batch_size).items()}
     table = {name: m.float().mean().item() for name, m in masks.items()}
-    worst = clean.clone()
-    for m in masks.values():
-        worst &= m
-    table[worst_case_label] = worst.float().mean().item()
+    table[worst_case_label] = _survives_all(clean, masks.values()).float().mean().item()
     return table
 
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attacks import eval_mode, project_l2, step_l2
+from .images import affine, uniform
 
 Objective = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -80,19 +80,11 @@ def random_transform(x: torch.Tensor, jitter: int, degrees: float, scale: float,
     """
     if jitter == 0 and degrees == 0 and scale == 0:
         return x
-    n, _, h, w = x.shape
-
-    def u(low, high):
-        r = torch.rand(n, generator=generator, device=generator.device if generator is not None else "cpu")
-        return (low + (high - low) * r).to(x.device, x.dtype)
-
-    angle = u(-degrees, degrees) * math.pi / 180
-    s = 1.0 + u(-scale, scale)
-    tx, ty = u(-jitter, jitter) * 2 / w, u(-jitter, jitter) * 2 / h  # pixels → normalised coordinates
-    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    n = x.shape[0]
+    angle = uniform(n, x, -degrees, degrees, generator)
+    factor = 1.0 + uniform(n, x, -scale, scale, generator)
+    shift = (uniform(n, x, -jitter, jitter, generator), uniform(n, x, -jitter, jitter, generator))
+    return affine(x, angle=angle, translate=shift, scale=factor)
 
 
 # ----------------------------------------------------------------------------- parameterisations

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -10,16 +11,29 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .attacks.core import Attack
 from .data import batches
 
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+@dataclass(frozen=True)
+class Schedule:
+    """Something that changes during training: `at(t)` for t, the fraction of training done, in [0, 1).
+
+    `fit` takes a Schedule wherever it takes a fixed attack (an ε that ramps up, a threat per batch)
+    and, as any function of t, for the learning rate (`cyclic_lr`).
+    """
+
+    at: Callable[[float], object]
+
+    def __call__(self, t: float):
+        return self.at(t)
 
 
-def _optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
     if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(model.parameters(), lr=lr)
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
 
 
@@ -29,14 +43,11 @@ def fit(
     y: torch.Tensor,
     *,
     epochs: int,
-    attack: Attack | None = None,
-    attack_at: Callable[[float], Attack] | None = None,
+    attack: Attack | Schedule | None = None,
+    lr: float | Callable[[float], float] = 1e-3,
+    batch_size: int = 64,
     clean_weight: float = 0.0,
     optimizer: str = "adam",
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    batch_size: int = 64,
-    lr_at: Callable[[float], float] | None = None,
     eval_fn: Callable[[nn.Module], dict] | None = None,
     keep_best: str | None = None,
     generator: torch.Generator | None = None,
@@ -50,12 +61,11 @@ def fit(
     `eval_fn(model)` runs after every epoch and its numbers join that epoch's record, e.g.
     {"clean_acc": ..., "pgd_acc": ...} on a held-out split.
 
-    Schedules take the fraction of training done, t in [0, 1), at each mini-batch:
-    `attack_at(t)` gives the attack for that batch (e.g. an ε that ramps up, see
-    `eps_ramp`) and replaces `attack`; `lr_at(t)` gives the learning rate (e.g. the
-    cyclic schedule of Wong et al. 2020, see `cyclic_lr`) and replaces `lr`.
-    `keep_best="pgd_acc"` restores, at the end, the weights of the epoch where
-    `eval_fn` reported the highest "pgd_acc": early stopping on a robustness check.
+    Both `attack` and `lr` may change during training: a `Schedule` of attacks gives the attack
+    for each mini-batch (None for a clean one; e.g. an ε that ramps up, see `eps_ramp`), and `lr`
+    may be any function of the fraction of training done (e.g. `cyclic_lr`, Wong et al. 2020).
+    `keep_best="pgd_acc"` restores, at the end, the weights of the epoch where `eval_fn`
+    reported the highest "pgd_acc": early stopping on a robustness check.
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be an int ≥ 0, got {epochs!r}")
@@ -63,11 +73,11 @@ def fit(
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     if not 0.0 <= clean_weight <= 1.0:
         raise ValueError(f"clean_weight must be in [0, 1], got {clean_weight}")
-    if attack is not None and attack_at is not None:
-        raise ValueError("give either attack or attack_at (a schedule of attacks), not both")
+    attack_at = attack.at if isinstance(attack, Schedule) else (lambda t: attack)
+    lr_at = lr if callable(lr) else None
     if keep_best is not None and eval_fn is None:
         raise ValueError(f"keep_best={keep_best!r} needs an eval_fn that reports it")
-    opt = _optimizer(model, optimizer, lr, weight_decay)
+    opt = _optimizer(model, optimizer, 0.0 if lr_at is not None else lr)  # a schedule sets the rate before each step
     history = []
     best_value, best_state = -math.inf, None
     n_batches = (len(y) + batch_size - 1) // batch_size
@@ -81,7 +91,7 @@ def fit(
             for xb, yb in batches(x, y, batch_size, shuffle=True, generator=generator):
                 t = done / total
                 done += 1
-                batch_attack = attack_at(t) if attack_at is not None else attack
+                batch_attack = attack_at(t)
                 if lr_at is not None:
                     for group in opt.param_groups:
                         group["lr"] = lr_at(t)
@@ -137,8 +147,8 @@ def eps_ramp(eps: float, ramp: float) -> Callable[[float], float]:
     return lambda t: eps * min(1.0, max(t, 1e-3) / ramp)
 
 
-def cyclic_lr(peak: float, warmup: float = 0.5) -> Callable[[float], float]:
+def cyclic_lr(peak: float, warmup: float = 0.5) -> Schedule:
     """Learning rate rising linearly from 0 to `peak` over the first `warmup` of training, then back to 0."""
     if not 0.0 < warmup < 1.0:
         raise ValueError(f"warmup must be in (0, 1), got {warmup}")
-    return lambda t: peak * (t / warmup if t < warmup else (1 - t) / (1 - warmup))
+    return Schedule(lambda t: peak * (t / warmup if t < warmup else (1 - t) / (1 - warmup)))

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .attacks import eval_mode
+from .scaling import loglog_fit
 
 
 def _img(t: torch.Tensor) -> np.ndarray:
@@ -313,4 +314,93 @@ def plot_grouped_bars(groups: Mapping[str, Mapping[str, float]], ylabel: str, ti
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
+    return fig
+
+
+# ----------------------------------------------------------------------------- 03: dimension scaling
+def plot_first_order_check(check: Mapping, ax_pair=None):
+    """Left: measured against predicted |Δ log p| per digit, one colour per ε, with the diagonal.
+    Right: median ratio measured / predicted against ε, with the 10–90 % band."""
+    if ax_pair is None:
+        fig, ax_pair = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    else:
+        fig = ax_pair[0].figure
+    left, right = ax_pair
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(check["eps"])))
+    lo, hi = np.inf, 0.0
+    ratios = []
+    for eps, pred, meas, c in zip(check["eps"], check["predicted"], check["measured"], colours):
+        p, m = (-pred).double().cpu().numpy(), (-meas).double().cpu().numpy()
+        keep = (p > 0) & (m > 0)
+        left.scatter(p[keep], m[keep], s=6, alpha=0.5, color=c, label=f"ε = {eps:.2g}")
+        lo, hi = min(lo, p[keep].min(), m[keep].min()), max(hi, p[keep].max(), m[keep].max())
+        ratios.append(meas.double() / pred.double())
+    left.plot([lo, hi], [lo, hi], color="grey", ls="--", lw=1, label="measured = predicted")
+    left.set_xscale("log"), left.set_yscale("log")
+    left.set_xlabel("predicted drop ε·Σ|g_j|")
+    left.set_ylabel("measured drop log p(y*|x0) − log p(y*|x1)")
+    left.set_title("Each dot is one digit")
+    left.legend(fontsize=7, loc="upper left", markerscale=2)
+    left.grid(alpha=0.3)
+    med = [r.median().item() for r in ratios]
+    q10 = [r.quantile(0.1).item() for r in ratios]
+    q90 = [r.quantile(0.9).item() for r in ratios]
+    right.fill_between(check["eps"], q10, q90, alpha=0.25, label="10–90 % of digits")
+    right.plot(check["eps"], med, marker="o", label="median")
+    right.axhline(1.0, color="grey", ls="--", lw=1, label="first order exact")
+    right.set_xscale("log"), right.set_yscale("log")
+    right.set_xlabel("ε")
+    right.set_ylabel("measured / predicted")
+    right.set_title("Where the linear picture stops holding")
+    right.legend(fontsize=8)
+    right.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loglog(d: Sequence[float], series: Mapping[str, Sequence[float]], xlabel: str, ylabel: str, title: str, ax=None):
+    """Each series against d on log–log axes, with its least-squares line and slope in the legend."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 4.4))
+    else:
+        fig = ax.figure
+    d_arr = np.asarray(d, dtype=float)
+    line = np.geomspace(d_arr.min(), d_arr.max(), 50)
+    for k, (label, values) in enumerate(series.items()):
+        slope, intercept = loglog_fit(d_arr, values)  # the fit 03 reports, drawn
+        (pts,) = ax.plot(d_arr, values, "osD^v"[k % 5], ms=6, label=f"{label}: slope {slope:.2f}")
+        ax.plot(line, np.exp(intercept) * line**slope, color=pts.get_color(), lw=1, alpha=0.7)
+    ax.set_xscale("log"), ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_flip_curves(eps_grid: Sequence[float], flip_eps: Mapping[str, torch.Tensor], ax=None):
+    """Share of examples still predicted right against ε (log axis), one line per dimension.
+
+    `flip_eps[label]` holds each example's smallest flipping ε (0: wrong already, inf: never
+    flipped on the grid), as `evaluate.minimal_flipping_eps` returns it.
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 4.4))
+    else:
+        fig = ax.figure
+    grid = [float(e) for e in eps_grid if e > 0]
+    for label, t in flip_eps.items():
+        t = t.detach().cpu()
+        # Compare in t's own dtype: a flip found at grid value e is stored as e in that dtype.
+        still_right = t[None, :] > torch.tensor(grid, dtype=t.dtype)[:, None]
+        ax.plot(grid, (100 * still_right.double().mean(dim=1)).numpy(), label=label)
+    ax.axhline(50, color="grey", ls="--", lw=1, label="half flipped")
+    ax.set_xscale("log")
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel("ε (ℓ∞), FGSM")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("FGSM accuracy against ε")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     return fig

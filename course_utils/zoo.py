@@ -1,26 +1,26 @@
-"""The course's trained models, each defined once by a config and cached by `load_or_train`.
+"""The course's trained models, each defined once by a `Recipe` and cached by `load_or_train`.
 
-Every notebook that needs "the standard CNN" asks here, so 00 trains it and 01, 02 …
-load the very same weights.
+Every notebook that needs a model asks here, so 00 trains the standard CNN and 01, 02 … load the
+very same weights, and 05–08 load 04's robust models. One path builds every model: a recipe and
+the profile give a config (`training_config`), the config is the cache key, and `train_from_config`
+trains from the config alone, so what is cached and what was trained cannot drift apart.
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
-from dataclasses import dataclass, fields
-from typing import Callable
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
 
 from . import attacks
+from .attacks.core import Attack
 from .checkpoints import load_or_train
+from .config import Profile
 from .evaluate import accuracy, robust_accuracy
 from .models import build_model
-from .setup import Profile
-from .train import cyclic_lr, eps_ramp, fit
-
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+from .train import Schedule, cyclic_lr, eps_ramp, fit
 
 
 def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -31,50 +31,6 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     h = hashlib.sha256(y.detach().cpu().numpy().tobytes())
     h.update(x.detach()[..., ::5, ::5].float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def standard_config(profile: Profile, data: str, seed: int = 0, model: str | None = None) -> dict:
-    """Everything that determines the standard model's weights; a change means retraining."""
-    return {
-        "model": model or profile.standard_arch,
-        "data": data,
-        "training": "standard",
-        "dataset": profile.dataset,
-        "n_train": profile.n_train,
-        "epochs": profile.epochs,
-        "batch_size": profile.batch_size,
-        "lr": profile.lr,
-        "seed": seed,
-    }
-
-
-def standard_model(
-    profile: Profile,
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
-    device,
-    seed: int = 0,
-    model: str | None = None,
-    progress: bool = True,
-) -> tuple[nn.Module, list]:
-    """The architecture `model` (default: the profile's `standard_arch`) trained without an
-    adversary on (x_train, y_train), cached."""
-    model = model or profile.standard_arch
-    if len(y_train) != profile.n_train:
-        raise ValueError(f"expected the profile's {profile.n_train} training images, got {len(y_train)}")
-
-    def train(config: dict):
-        torch.manual_seed(config["seed"])
-        net = build_model(config["model"]).to(device)
-        history = fit(
-            net, x_train, y_train,
-            epochs=config["epochs"], lr=config["lr"], batch_size=config["batch_size"],
-            generator=torch.Generator().manual_seed(config["seed"]), progress=progress,
-            desc=f"training {config['model']} ({config['training']})",
-        )
-        return net, history
-
-    return load_or_train(f"{model}_standard_{profile.name}_s{seed}", train, standard_config(profile, data_fingerprint(x_train, y_train), seed, model), device)
 
 
 # ----------------------------------------------------------------------------- adversarial training
@@ -124,7 +80,7 @@ class Recipe:
         if (self.method == "threats") != bool(self.threats):
             raise ValueError("method 'threats' needs a non-empty `threats` tuple, and only it takes one")
         if self.method == "threats":
-            from .threats import THREAT_NAMES  # imported here: zoo is imported by notebooks that never use threats
+            from .attacks import THREAT_NAMES
 
             for entry in self.threats:
                 if not (isinstance(entry, tuple) and len(entry) == 2 and entry[0] in THREAT_NAMES
@@ -175,22 +131,20 @@ class Recipe:
         return lambda m, x, y: attacks.pgd(m, x, y, eps, alpha, self.steps, random_start=self.random_start)
 
 
-def threat_schedule(recipe: Recipe, generator: torch.Generator | None = None) -> Callable[[float], Attack | None]:
-    """`fit`'s attack_at for a 'threats' recipe: each call (one per batch) gives the next threat in turn,
+def threat_schedule(recipe: Recipe, generator: torch.Generator | None = None) -> Schedule:
+    """`fit`'s attack schedule for a 'threats' recipe: each call (one per batch) gives the next threat in turn,
     at its size times the ε ramp's fraction at time t (None, a clean batch, while that fraction is 0).
 
     A mix of n threats thus gives each of them every n-th batch.
     """
-    from .threats import make_attack
-
     fraction, turn = eps_ramp(1.0, recipe.ramp), itertools.count()
 
     def attack_at(t: float) -> Attack | None:
         name, size = recipe.threats[next(turn) % len(recipe.threats)]
         f = fraction(t)
-        return make_attack(name, size * f, steps=recipe.steps, generator=generator) if f > 0 else None
+        return attacks.make_attack(name, size * f, steps=recipe.steps, generator=generator) if f > 0 else None
 
-    return attack_at
+    return Schedule(attack_at)
 
 
 def efficient_pgd(eps: float, epochs: int = 15, steps: int = 3, lr_peak: float = 5e-3) -> Recipe:
@@ -257,22 +211,30 @@ def monitor_split(x_test: torch.Tensor, y_test: torch.Tensor, profile: Profile) 
     return x_test[-n:], y_test[-n:]
 
 
-def monitor_fn(recipe: Recipe, x_val: torch.Tensor, y_val: torch.Tensor, profile: Profile, seed: int = 0):
-    """After each epoch (for `fit`'s eval_fn): clean, FGSM and PGD accuracy on the monitor split at the
-    ε the training attack has reached by the end of that epoch (the recipe's ε once its ramp is over),
-    recorded as "eps"; with a ramp, also FGSM and PGD at the final ε ("fgsm_acc_final", "pgd_acc_final").
+def baseline_recipe(profile: Profile) -> Recipe:
+    """The standard model of 00–03 (and 06's judge): the profile's `standard_arch` trained on clean digits
+    for `profile.epochs` epochs at its constant learning rate. Not monitored."""
+    return Recipe("standard", profile.eps, profile.epochs, model=profile.standard_arch, monitor=False)
+
+
+def monitor_fn(recipe: Recipe, x_val: torch.Tensor, y_val: torch.Tensor, steps: int, step_multiplier: float,
+               default_eps: float, seed: int = 0):
+    """After each epoch (for `fit`'s eval_fn): clean, FGSM and PGD-`steps` accuracy on the monitor split at
+    the ε the training attack has reached by the end of that epoch (the recipe's ε once its ramp is over;
+    `default_eps` for a standard recipe), recorded as "eps"; with a ramp, also FGSM and PGD at the final ε
+    ("fgsm_acc_final", "pgd_acc_final").
 
     Measuring at the current ε shows whether a model was robust to what it was trained against at the
     time; measuring only at the final ε would hide any robustness gained during the ramp.
     """
-    final = recipe.eps if recipe.eps > 0 else profile.eps
-    ramp, steps, epoch = eps_ramp(final, recipe.ramp), profile.pgd_steps, itertools.count(1)
+    final = recipe.eps if recipe.eps > 0 else default_eps
+    ramp, epoch = eps_ramp(final, recipe.ramp), itertools.count(1)
 
     def at(model: nn.Module, eps: float) -> tuple[float, float]:
         gen = torch.Generator().manual_seed(seed)  # the same random starts every epoch
+        alpha = step_multiplier * eps / max(steps, 1)
         return (robust_accuracy(model, x_val, y_val, lambda m, x, y: attacks.fgsm(m, x, y, eps)),
-                robust_accuracy(model, x_val, y_val, lambda m, x, y: attacks.pgd(
-                    m, x, y, eps, profile.alpha(eps, steps), steps, generator=gen)))
+                robust_accuracy(model, x_val, y_val, lambda m, x, y: attacks.pgd(m, x, y, eps, alpha, steps, generator=gen)))
 
     def monitor(model: nn.Module) -> dict:
         eps = ramp(min(next(epoch) / max(recipe.epochs, 1), 1.0))
@@ -285,19 +247,60 @@ def monitor_fn(recipe: Recipe, x_val: torch.Tensor, y_val: torch.Tensor, profile
     return monitor
 
 
-def recipe_config(recipe: Recipe, profile: Profile, data: str, seed: int) -> dict:
-    config = {f.name: getattr(recipe, f.name) for f in fields(recipe)}
-    for late in ("threats", "lr_peak"):  # added after the first models were cached: their configs stay valid
-        if not config[late]:
-            del config[late]
-    config.update(
-        data=data, dataset=profile.dataset, n_train=profile.n_train, batch_size=profile.batch_size,
-        lr=profile.lr, seed=seed, monitor_size=profile.monitor_size if recipe.monitor else 0,
-        monitor_steps=profile.pgd_steps if recipe.monitor else 0,
-    )
-    if recipe.monitor:
-        config["monitor_at"] = "current eps"  # since the robust recipes: older caches recorded the final ε only
+def training_config(recipe: Recipe, profile: Profile, data: str, seed: int) -> dict:
+    """Everything that determines a model's weights, and nothing else: the cache key of `trained_model`
+    and the only input of `train_from_config` besides the data (whose fingerprint is `data`)."""
+    config = {"recipe": asdict(recipe), "model": recipe.model, "data": data, "n_train": profile.n_train,
+              "batch_size": profile.batch_size, "seed": seed}
+    if recipe.lr_peak is None:  # a cyclic schedule sets its own rates
+        config["lr"] = profile.lr
+    if recipe.monitor:  # the monitor's PGD picks the epoch kept by early stopping, and fills the history
+        config["monitor"] = {"size": profile.monitor_size, "steps": profile.pgd_steps,
+                             "step_multiplier": profile.step_multiplier, "default_eps": profile.eps}
     return config
+
+
+def recipe_from_config(config: dict) -> Recipe:
+    """The Recipe a config was made from (JSON turns its tuples into lists; they are turned back)."""
+    fields_ = dict(config["recipe"])
+    fields_["threats"] = tuple((name, size) for name, size in fields_.get("threats", ()))
+    return Recipe(**fields_)
+
+
+def train_from_config(config: dict, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor | None,
+                      y_val: torch.Tensor | None, device, progress: bool = True) -> tuple[nn.Module, list]:
+    """Train the model `config` describes (`training_config`), reading every setting from it.
+
+    The data are checked against the config's fingerprint, so a config can only train what it names.
+    """
+    if data_fingerprint(x_train, y_train) != config["data"] or len(y_train) != config["n_train"]:
+        raise ValueError("the training data are not the data this config was made for")
+    recipe, seed = recipe_from_config(config), config["seed"]
+    if recipe.model != config["model"]:
+        raise ValueError(f"config names architecture {config['model']!r} but its recipe {recipe.model!r}")
+    eval_fn = None
+    if recipe.monitor:
+        monitor = config["monitor"]
+        if x_val is None or len(y_val) != monitor["size"]:
+            raise ValueError(f"a monitored recipe needs the {monitor['size']}-digit monitor split (zoo.monitor_split)")
+        eval_fn = monitor_fn(recipe, x_val, y_val, monitor["steps"], monitor["step_multiplier"], monitor["default_eps"], seed)
+    torch.manual_seed(seed)
+    net = build_model(recipe.model).to(device)
+    if recipe.method == "threats":
+        attack = threat_schedule(recipe, torch.Generator().manual_seed(seed))
+    elif recipe.method == "standard":
+        attack = None
+    else:
+        ramp = eps_ramp(recipe.eps, recipe.ramp)
+        attack = Schedule(lambda t: recipe.training_attack(ramp(t)))
+    history = fit(
+        net, x_train, y_train, epochs=recipe.epochs, attack=attack, batch_size=config["batch_size"],
+        lr=cyclic_lr(recipe.lr_peak) if recipe.lr_peak is not None else config["lr"],
+        generator=torch.Generator().manual_seed(seed), progress=progress, eval_fn=eval_fn,
+        keep_best=("pgd_acc_final" if recipe.ramp > 0 else "pgd_acc") if recipe.early_stop else None,
+        desc=f"training {recipe.name}",
+    )
+    return net, history
 
 
 def trained_model(
@@ -305,38 +308,56 @@ def trained_model(
     profile: Profile,
     x_train: torch.Tensor,
     y_train: torch.Tensor,
-    x_val: torch.Tensor,
-    y_val: torch.Tensor,
-    device,
+    x_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
+    device=None,
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[nn.Module, list]:
     """The model `recipe` describes, trained on (x_train, y_train) — or loaded if any notebook trained it.
 
-    (x_val, y_val) is the monitor split (`monitor_split`). Returns (model, history), one
-    record per epoch with loss, train_acc, seconds and, when monitored, clean_acc, fgsm_acc
-    and pgd_acc at the recipe's ε.
+    (x_val, y_val) is the monitor split (`monitor_split`), needed only when the recipe is monitored.
+    Returns (model, history), one record per epoch with loss, train_acc, seconds and, when monitored,
+    clean_acc, fgsm_acc and pgd_acc at the ε of that epoch.
     """
     if len(y_train) != profile.n_train:
         raise ValueError(f"expected the profile's {profile.n_train} training images, got {len(y_train)}")
-    config = recipe_config(recipe, profile, data_fingerprint(x_train, y_train), seed)
-
-    def train(config: dict):
-        torch.manual_seed(seed)
-        net = build_model(recipe.model).to(device)
-        ramp = eps_ramp(recipe.eps, recipe.ramp)
-        if recipe.method == "threats":
-            attack_at = threat_schedule(recipe, torch.Generator().manual_seed(seed))
-        else:
-            attack_at = None if recipe.method == "standard" else (lambda t: recipe.training_attack(ramp(t)))
-        history = fit(
-            net, x_train, y_train, epochs=recipe.epochs, attack_at=attack_at, lr=profile.lr,
-            batch_size=profile.batch_size, generator=torch.Generator().manual_seed(seed), progress=progress,
-            lr_at=cyclic_lr(recipe.lr_peak) if recipe.lr_peak is not None else None,
-            eval_fn=monitor_fn(recipe, x_val, y_val, profile, seed) if recipe.monitor else None,
-            keep_best=("pgd_acc_final" if recipe.ramp > 0 else "pgd_acc") if recipe.early_stop else None,
-            desc=f"training {recipe.name}",
-        )
-        return net, history
-
+    config = training_config(recipe, profile, data_fingerprint(x_train, y_train), seed)
+    train = lambda cfg: train_from_config(cfg, x_train, y_train, x_val, y_val, device, progress)
     return load_or_train(f"{recipe.name}_{profile.name}_s{seed}", train, config, device)
+
+
+def standard_model(
+    profile: Profile,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    device,
+    seed: int = 0,
+    model: str | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, list]:
+    """The standard model of 00–03 (`baseline_recipe`; `model` names another architecture), cached."""
+    recipe = baseline_recipe(profile) if model is None else replace(baseline_recipe(profile), model=model)
+    return trained_model(recipe, profile, x_train, y_train, device=device, seed=seed, progress=progress)
+
+
+@dataclass(frozen=True, eq=False)
+class Trainer:
+    """One notebook's access to the course's models: `train(recipe)` → (model, history), trained once
+    on this run's data and seed and cached for every later notebook (`trained_model`)."""
+
+    profile: Profile
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    device: torch.device
+    seed: int = 0
+
+    def __call__(self, recipe: Recipe, seed: int | None = None) -> tuple[nn.Module, list]:
+        return trained_model(recipe, self.profile, self.x_train, self.y_train, self.x_val, self.y_val, self.device,
+                             seed=self.seed if seed is None else seed)
+
+    def model(self, recipe: Recipe, seed: int | None = None) -> nn.Module:
+        """Only the model, without its training history."""
+        return self(recipe, seed)[0]

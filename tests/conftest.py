@@ -52,7 +52,7 @@ def _robust_cnn(mnist):
     x_train, y_train, _, _ = mnist
     torch.manual_seed(0)
     model = models.small_cnn()
-    fit(model, x_train, y_train, epochs=4, batch_size=64, lr_at=cyclic_lr(5e-3), progress=False,
+    fit(model, x_train, y_train, epochs=4, batch_size=64, lr=cyclic_lr(5e-3), progress=False,
         attack=lambda m, x, y: pgd(m, x, y, 0.1, 2.5 * 0.1 / 3, 3), generator=torch.Generator().manual_seed(0))
     return model.eval()
 

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 import torchattacks
 from torch import nn
 
-from course_utils.apgd import (
+from course_utils.attacks.apgd import (
     StrongAttack,
     apgd,
     apgd_targeted,

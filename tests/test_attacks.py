@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchattacks
 from torch import nn
 
-from course_utils.apgd import StrongAttack, apgd, apgd_targeted
+from course_utils.attacks.apgd import StrongAttack, apgd, apgd_targeted
 from course_utils.attacks import (
     L1_STEP_FRACTION,
     fgsm,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from course_utils import attacks
-from course_utils.apgd import StrongAttack
+from course_utils.attacks.apgd import StrongAttack
 from course_utils.checklist import (Verdict, agrees_with_reference, has_converged, iterative_beats_single_step,
                                     reaches_chance, summarize, white_box_beats_transfer)
 from course_utils.models import ScaledLogits

@@ -198,7 +198,7 @@ def test_white_box_vs_transfer_check_names_the_mistake(kwargs, hint, capsys):
 # ----------------------------------------------------------------------------- 07: the ℓ2 threat model
 def test_l2_threat_check_passes_the_reference(capsys):
     from course_utils.attacks import project_l2, step_l2
-    from course_utils.checks_threats import check_l2_threat
+    from course_utils.checks import check_l2_threat
 
     assert check_l2_threat(step_l2, project_l2) is True
     assert "✅ check_l2_threat: passed" in capsys.readouterr().out
@@ -217,7 +217,7 @@ def _flat_norm(t):
 ])
 def test_l2_threat_check_names_each_mistake(mistake, hint, capsys):
     from course_utils.attacks import project_l2, step_l2
-    from course_utils.checks_threats import check_l2_threat
+    from course_utils.checks import check_l2_threat
 
     def step(x, grad, alpha):
         if mistake == "unnormalised":
@@ -243,7 +243,7 @@ def test_l2_threat_check_names_each_mistake(mistake, hint, capsys):
 # ----------------------------------------------------------------------------- 08: a new corruption
 def test_pixelate_check_passes_the_reference_and_names_mistakes(capsys):
     import torch.nn.functional as F
-    from course_utils.checks_corruptions import PIXELATE_SIDES, check_pixelate, reference_pixelate
+    from course_utils.checks import PIXELATE_SIDES, check_pixelate, reference_pixelate
 
     assert check_pixelate(reference_pixelate) is True
     assert "✅ check_pixelate: passed" in capsys.readouterr().out

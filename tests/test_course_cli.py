@@ -15,9 +15,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils.__main__ import main
-from course_utils.runner import execute_notebook, exercise_points, find_notebooks
-from course_utils.student import BEGIN, END, student_notebook
+from course_utils.classroom.cli import main
+from course_utils.classroom.runner import execute_notebook, exercise_points, find_notebooks
+from course_utils.classroom.student import BEGIN, END, student_notebook
 
 NOTEBOOKS = find_notebooks()
 
@@ -87,7 +87,7 @@ def test_run_reports_a_failing_notebook_and_exits_non_zero(tmp_path, capsys):
     nbformat.write(nb, folder / "90_broken.ipynb")
     nbformat.write(nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("PROFILE = 'auto'", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("from course_utils.results import save_results\n"
+        nbformat.v4.new_code_cell("from course_utils.classroom.results import save_results\n"
                                   "save_results('91_fine', {'x': 1.0}, {}, PROFILE)"),
     ], metadata=nb.metadata), folder / "91_fine.ipynb")
     code = main(["run", "--dir", str(folder), "--out", str(tmp_path / "out")])
@@ -159,8 +159,8 @@ def graded(tmp_path_factory):
     01 loads 00's standard model; it is trained (or found) here first, so that every
     submission runs in its ~20 s and the endless loop can be cut off after 45 s.
     """
+    from course_utils.config import get_profile
     from course_utils.data import load_mnist
-    from course_utils.setup import get_profile
     from course_utils.zoo import standard_model
 
     profile = get_profile("fast")

@@ -11,7 +11,7 @@ import torch
 from torchvision.datasets import MNIST
 
 from course_utils.data import load_mnist
-from course_utils.setup import get_profile
+from course_utils.config import get_profile
 
 
 def _write_idx(path, array: np.ndarray) -> None:

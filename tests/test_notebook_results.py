@@ -10,8 +10,8 @@ import json
 import nbformat
 import pytest
 
-from course_utils.results import results_dir
-from course_utils.runner import exercise_points, find_notebooks
+from course_utils.classroom.results import results_dir
+from course_utils.classroom.runner import exercise_points, find_notebooks
 
 NOTEBOOKS = find_notebooks()
 

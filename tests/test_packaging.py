@@ -5,7 +5,7 @@ import tomllib
 import pytest
 import yaml
 
-from course_utils.data import repo_root
+from course_utils.paths import repo_root
 
 CONDA_TO_PIP = {"pytorch": "torch"}
 
@@ -69,3 +69,19 @@ def test_conda_bounds_match_pyproject(pyproject, environment):
         name = CONDA_TO_PIP.get(_name(dep), _name(dep))
         if name in bounds:
             assert ">=" in dep and dep.split(">=", 1)[1].strip() == bounds[name], dep
+
+
+def test_every_sub_package_is_packaged(pyproject):
+    """A folder of modules left out of the wheel would import in a checkout and fail after `pip install .`."""
+    from setuptools import find_packages
+
+    found = set(find_packages(str(repo_root()), **pyproject["tool"]["setuptools"]["packages"]["find"]))
+    on_disk = {".".join(p.parent.relative_to(repo_root()).parts) for p in (repo_root() / "course_utils").rglob("__init__.py")}
+    assert on_disk <= found
+
+
+def test_console_script_points_at_the_command_line(pyproject):
+    import importlib
+
+    module, _, name = pyproject["project"]["scripts"]["course-utils"].partition(":")
+    assert callable(getattr(importlib.import_module(module), name))

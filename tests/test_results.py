@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_utils.results import load_results, results_dir, save_results
+from course_utils.classroom.results import load_results, results_dir, save_results
 
 
 def _strict_json(text: str):

@@ -7,15 +7,13 @@ from torch import nn
 from course_utils.attacks import pgd
 from course_utils.evaluate import accuracy
 from course_utils.models import linear
-from course_utils.threats import (
-    DESCRIPTIONS,
-    THREAT_NAMES,
+from course_utils.attacks.registry import DESCRIPTIONS, THREAT_NAMES, make_attack
+from course_utils.attacks.threats import (
     add_fog,
+    adversarial_fog,
     elastic,
     elastic_deform,
-    fog,
     gaussian_noise,
-    make_attack,
     rotate_translate,
     rotation_translation,
 )
@@ -74,7 +72,7 @@ def test_rotate_translate_applies_each_images_own_parameters():
     for i in range(3):
         alone = rotate_translate(x[i : i + 1], angle[i].item(), tx[i].item(), ty[i].item())
         torch.testing.assert_close(together[i : i + 1], alone, rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match="^angle_deg"):
+    with pytest.raises(ValueError, match="^angle"):
         rotate_translate(x, torch.zeros(2), 0, 0)
 
 
@@ -105,7 +103,7 @@ ATTACKS = {
     "rotation_grid": lambda m, x, y: rotation_translation(m, x, y, 20.0, 2.0, angles=5, shifts=3),
     "rotation_trials": lambda m, x, y: rotation_translation(m, x, y, 20.0, 2.0, trials=5, generator=_gen(0)),
     "elastic": lambda m, x, y: elastic(m, x, y, 1.5, 3, generator=_gen(0)),
-    "fog": lambda m, x, y: fog(m, x, y, 0.5, 3, generator=_gen(0)),
+    "fog": lambda m, x, y: adversarial_fog(m, x, y, 0.5, 3, generator=_gen(0)),
     **{f"make_{name}": (lambda name: lambda m, x, y: make_attack(name, 0.3 if name == "linf" else 2.0, steps=3,
                                                                    generator=_gen(0))(m, x, y))(name)
        for name in THREAT_NAMES},
@@ -171,7 +169,7 @@ def test_size_zero_changes_nothing(batch):
     model = _dropout_net().eval()
     assert torch.equal(rotation_translation(model, x, y, 0.0, 0.0), x)
     assert torch.equal(rotation_translation(model, x, y, 0.0, 0.0, trials=3, generator=_gen(0)), x)
-    assert torch.equal(fog(model, x, y, 0.0, 3, generator=_gen(0)), x)
+    assert torch.equal(adversarial_fog(model, x, y, 0.0, 3, generator=_gen(0)), x)
     assert torch.equal(elastic(model, x, y, 0.0, 3, generator=_gen(0)), x)
     for name in THREAT_NAMES:
         torch.testing.assert_close(make_attack(name, 0.0, steps=2, generator=_gen(0))(model, x, y), x, rtol=0, atol=1e-6)
@@ -202,7 +200,7 @@ def test_fog_pattern_stays_in_its_box():
     x = _images(8, seed=8)
     torch.manual_seed(0)
     model = linear()
-    out = fog(model, x, torch.arange(8), eps, 5, generator=_gen(2))
+    out = adversarial_fog(model, x, torch.arange(8), eps, 5, generator=_gen(2))
     haze = ((1 + eps) * out - x) / eps
     assert haze.min() >= -1e-5 and haze.max() <= 1 + 1e-5
     assert haze.min() <= 0.05 and haze.max() >= 0.95
@@ -283,7 +281,7 @@ def linear_mnist(linear_mnist_300):
     return model, x[:200], y[:200]
 
 
-@pytest.mark.parametrize("attack,size", [(elastic, 0.5), (fog, 0.3)])
+@pytest.mark.parametrize("attack,size", [(elastic, 0.5), (adversarial_fog, 0.3)])
 def test_gradient_attacks_beat_random_parameters_of_the_same_size(linear_mnist, attack, size):
     """Oracle: steps=0 is a random point of the same threat model; ten sign steps from it do far more damage."""
     model, x, y = linear_mnist
@@ -314,7 +312,7 @@ def test_make_attack_wires_each_name_to_its_attack(linear_mnist):
         "l2": lambda: pgd(model, x, y, 1.0, 2.5 * 1.0 / 4, 4, norm=2, generator=_gen(0)),
         "l1": lambda: pgd(model, x, y, 8.0, 2.5 * 8.0 / 4, 4, norm=1, generator=_gen(0)),
         "elastic": lambda: elastic(model, x, y, 1.0, 4, generator=_gen(0)),
-        "fog": lambda: fog(model, x, y, 1.0, 4, generator=_gen(0)),
+        "fog": lambda: adversarial_fog(model, x, y, 1.0, 4, generator=_gen(0)),
         "noise": lambda: gaussian_noise(x, 1.0, generator=_gen(0)),
     }
     sizes = {"linf": 0.1, "l2": 1.0, "l1": 8.0}
@@ -374,10 +372,10 @@ def test_attacks_reject_images_outside_the_unit_range(batch, name):
     (lambda m, x, y: elastic(m, x, y, -1.0, 3), "^eps"),
     (lambda m, x, y: elastic(m, x, y, 1.0, 3, alpha=0.0), "^alpha"),
     (lambda m, x, y: elastic(m, x, y, 1.0, 3, grid=0), "^grid"),
-    (lambda m, x, y: fog(m, x, y, 0.5, 2.5), "^steps"),
+    (lambda m, x, y: adversarial_fog(m, x, y, 0.5, 2.5), "^steps"),
     (lambda m, x, y: rotation_translation(m, x, y, -5.0, 1.0), "^max_angle"),
     (lambda m, x, y: rotation_translation(m, x, y, 5.0, 1.0, trials=0), "^trials"),
-    (lambda m, x, y: rotation_translation(m, x.flatten(1), y, 5.0, 1.0), "^x must be an image batch"),
+    (lambda m, x, y: rotation_translation(m, x.flatten(1), y, 5.0, 1.0), "^x must be a batch of images"),
     (lambda m, x, y: gaussian_noise(x, -0.1), "^sigma"),
 ])
 def test_attacks_reject_bad_parameters(batch, call, match):

@@ -4,7 +4,7 @@ import torch
 
 from course_utils.evaluate import accuracy
 from course_utils.models import linear
-from course_utils.train import fit
+from course_utils.train import Schedule, fit
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,8 @@ def small_split(mnist):
 
 def _fit(model, x, y, **kwargs):
     kwargs.setdefault("epochs", 2)
-    return fit(model, x, y, lr=1e-2, batch_size=50, generator=torch.Generator().manual_seed(0),
+    kwargs.setdefault("lr", 1e-2)
+    return fit(model, x, y, batch_size=50, generator=torch.Generator().manual_seed(0),
                progress=False, **kwargs)
 
 
@@ -128,7 +129,7 @@ def test_cyclic_lr_is_a_triangle():
         cyclic_lr(0.01, warmup=1.0)
 
 
-def test_attack_at_and_lr_at_see_the_progress_of_training(small_split):
+def test_schedules_see_the_progress_of_training(small_split):
     """Every mini-batch asks the schedules once, with t = batches done / all batches, in order."""
     x, y, _, _ = small_split
     seen_attack, seen_lr = [], []
@@ -141,16 +142,16 @@ def test_attack_at_and_lr_at_see_the_progress_of_training(small_split):
         seen_lr.append(t)
         return 1e-2
 
-    _fit(linear(), x[:200], y[:200], epochs=2, attack_at=attack_at, lr_at=lr_at)  # 4 batches per epoch
+    _fit(linear(), x[:200], y[:200], epochs=2, attack=Schedule(attack_at), lr=lr_at)  # 4 batches per epoch
     assert seen_attack == seen_lr == [i / 8 for i in range(8)]
 
 
-def test_lr_at_sets_the_optimizer_rate(small_split):
+def test_a_learning_rate_schedule_sets_the_optimizer_rate(small_split):
     """A learning rate of 0 throughout must leave the weights exactly where they were."""
     x, y, _, _ = small_split
     model = linear()
     before = [p.detach().clone() for p in model.parameters()]
-    _fit(model, x[:200], y[:200], epochs=1, lr_at=lambda t: 0.0, optimizer="sgd")
+    _fit(model, x[:200], y[:200], epochs=1, lr=lambda t: 0.0, optimizer="sgd")
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
@@ -171,8 +172,8 @@ def test_keep_best_restores_the_best_epochs_weights(small_split):
 
 def test_schedule_arguments_are_checked(small_split):
     x, y, _, _ = small_split
-    with pytest.raises(ValueError, match="not both"):
-        _fit(linear(), x, y, attack=lambda m, a, b: a, attack_at=lambda t: None)
+    with pytest.raises(TypeError):  # one way to give each: `attack` (fixed or a Schedule), `lr` (number or function)
+        _fit(linear(), x, y, attack_at=lambda t: None)
     with pytest.raises(ValueError, match="eval_fn"):
         _fit(linear(), x, y, keep_best="pgd_acc")
     with pytest.raises(ValueError, match="reported only"):

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from course_utils import attacks
-from course_utils.setup import get_profile
-from course_utils.zoo import Recipe, monitor_split, recipe_config, standard_config, standard_model, trained_model
+from course_utils.config import get_profile
+from course_utils.zoo import (Recipe, baseline_recipe, monitor_split, standard_model, train_from_config, trained_model,
+                              training_config)
 
 
 def test_recipes_reject_what_cannot_be_trained():
@@ -75,12 +76,12 @@ def test_trained_model_records_the_monitor_and_is_reloaded_not_retrained(mnist, 
 
 def test_config_changes_with_everything_that_changes_the_weights():
     profile = get_profile("fast")
-    base = recipe_config(Recipe("pgd", 0.1, 10, steps=7), profile, "abc", 0)
+    base = training_config(Recipe("pgd", 0.1, 10, steps=7), profile, "abc", 0)
     for other in (Recipe("pgd", 0.1, 10, steps=5), Recipe("pgd", 0.2, 10, steps=7), Recipe("pgd", 0.1, 9, steps=7),
                   Recipe("pgd", 0.1, 10, steps=7, random_start=True), Recipe("pgd", 0.1, 10, steps=7, ramp=0.3)):
-        assert recipe_config(other, profile, "abc", 0) != base
-    assert recipe_config(Recipe("pgd", 0.1, 10, steps=7), profile, "abc", 1) != base
-    assert recipe_config(Recipe("pgd", 0.1, 10, steps=7), profile, "abd", 0) != base
+        assert training_config(other, profile, "abc", 0) != base
+    assert training_config(Recipe("pgd", 0.1, 10, steps=7), profile, "abc", 1) != base
+    assert training_config(Recipe("pgd", 0.1, 10, steps=7), profile, "abd", 0) != base
 
 
 def test_standard_model_uses_the_profiles_architecture_unless_told(mnist, tmp_path, monkeypatch):
@@ -90,10 +91,68 @@ def test_standard_model_uses_the_profiles_architecture_unless_told(mnist, tmp_pa
     model, _ = standard_model(profile, x_train[:200], y_train[:200], "cpu", progress=False)
     assert isinstance(model, torch.nn.Sequential) and len(list(model.parameters())) == 2  # one linear layer
     standard_model(profile, x_train[:200], y_train[:200], "cpu", model="mlp", progress=False)
-    assert sorted(f.name for f in tmp_path.glob("*.pt")) == ["linear_standard_fast_s0.pt", "mlp_standard_fast_s0.pt"]
+    assert sorted(f.name for f in tmp_path.glob("*.pt")) == ["linear_standard_eps0.1_fast_s0.pt",
+                                                             "mlp_standard_eps0.1_fast_s0.pt"]
     # The two profiles train different networks, and the architecture is part of the cache key.
     assert get_profile("fast").standard_arch == "small_cnn" and get_profile("full").standard_arch == "mnist_cnn"
-    assert standard_config(profile, "abc")["model"] == "linear" != standard_config(profile, "abc", model="mlp")["model"]
+    assert training_config(baseline_recipe(profile), profile, "abc", 0)["model"] == "linear"
+
+
+def test_the_standard_model_is_the_baseline_recipe_through_the_one_path(mnist, tmp_path, monkeypatch):
+    """standard_model is trained_model(baseline_recipe): the same file, the same weights, whichever is asked first."""
+    monkeypatch.setenv("COURSE_CHECKPOINT_DIR", str(tmp_path))
+    x_train, y_train, _, _ = mnist
+    profile = get_profile("fast").replace(n_train=200, epochs=1, batch_size=100, standard_arch="linear")
+    model, _ = standard_model(profile, x_train[:200], y_train[:200], "cpu", progress=False)
+    same, _ = trained_model(baseline_recipe(profile), profile, x_train[:200], y_train[:200], device="cpu", progress=False)
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values()))
+
+
+class _Recorder(dict):
+    """A config that remembers which keys were read, at any depth."""
+
+    def __init__(self, data, read, prefix=""):
+        super().__init__({k: _Recorder(v, read, f"{prefix}{k}.") if isinstance(v, dict) else v for k, v in data.items()})
+        self.read, self.prefix = read, prefix
+
+    def __getitem__(self, key):
+        self.read.add(self.prefix + key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(self.prefix + key)
+        return super().get(key, default)
+
+
+def _leaves(config, prefix=""):
+    for k, v in config.items():
+        yield from _leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k]
+
+
+@pytest.mark.parametrize("recipe", [
+    Recipe("pgd", 0.1, 1, steps=2, ramp=0.5, early_stop=True, model="linear", lr_peak=5e-3, alpha=0.03, random_start=True),
+    Recipe("threats", 0, 1, steps=1, threats=(("noise", 0.3),), monitor=False, model="linear"),
+])
+def test_training_reads_exactly_the_cache_key(mnist, recipe):
+    """Every setting in the config is read by training, and training reads nothing else: the cache key
+    and what is trained cannot drift apart (a setting outside the config would be a KeyError here)."""
+    import json
+
+    x_train, y_train, x_test, y_test = mnist
+    profile = get_profile("fast").replace(n_train=200, batch_size=100, monitor_size=40, pgd_steps=1)
+    x_val, y_val = monitor_split(x_test, y_test, profile)
+    from course_utils.zoo import data_fingerprint
+
+    config = json.loads(json.dumps(training_config(recipe, profile, data_fingerprint(x_train[:200], y_train[:200]), 3)))
+    read: set[str] = set()
+    train_from_config(_Recorder(config, read), x_train[:200], y_train[:200], x_val, y_val, "cpu", progress=False)
+    recipe_keys = {f"recipe.{k}" for k in config["recipe"]}
+    ignored = ({"recipe"} | set(_leaves(config)) - recipe_keys) - read
+    assert not ignored, f"settings in the cache key that training ignores: {ignored}"
+    # The recipe is read as a whole and rebuilt (`recipe_from_config`); each of its fields is used by training.
+    with pytest.raises(ValueError, match="not the data"):
+        train_from_config(config, x_train[:200], 1 - y_train[:200].clamp(max=1), x_val, y_val, "cpu", progress=False)
 
 
 # ----------------------------------------------------------------------------- training against other threats (07, 08)
@@ -123,19 +182,19 @@ def test_threat_schedule_takes_the_threats_in_turn_and_follows_the_ramp():
     assert halfway.__doc__.startswith("noise attack of size 0.1")
 
 
-def test_old_configs_are_unchanged_by_the_threats_field(mnist):
-    """Models cached before the field existed must still load: it enters the config only when used."""
-    x_train, y_train, *_ = mnist
+def test_the_config_holds_the_whole_recipe_and_the_monitor_only_when_monitored():
     profile = get_profile("fast")
-    assert "threats" not in recipe_config(Recipe("pgd", 0.1, 10, steps=7), profile, "d", 0)
-    cfg = recipe_config(Recipe("threats", 0, 1, threats=(("l2", 1.0),), monitor=False), profile, "d", 0)
-    assert cfg["threats"] == (("l2", 1.0),)
+    cfg = training_config(Recipe("threats", 0, 1, threats=(("l2", 1.0),), monitor=False), profile, "d", 0)
+    assert cfg["recipe"]["threats"] == (("l2", 1.0),) and "monitor" not in cfg
+    monitored = training_config(Recipe("pgd", 0.1, 10, steps=7), profile, "d", 0)
+    assert monitored["monitor"] == {"size": profile.monitor_size, "steps": profile.pgd_steps,
+                                    "step_multiplier": profile.step_multiplier, "default_eps": profile.eps}
 
 
 def test_training_on_noise_makes_a_model_more_noise_robust(mnist, tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_CHECKPOINT_DIR", str(tmp_path))
     from course_utils.evaluate import accuracy
-    from course_utils.threats import gaussian_noise
+    from course_utils.attacks.threats import gaussian_noise
 
     x_train, y_train, x_test, y_test = mnist
     profile = get_profile("fast").replace(n_train=1000, batch_size=100, monitor_size=40)
@@ -156,8 +215,8 @@ def test_cyclic_recipes_are_named_configured_and_validated():
     assert (r.method, r.steps, r.random_start, r.lr_peak, r.epochs) == ("pgd", 3, True, 5e-3, 15)
     assert r.name == "small_cnn_pgd3_eps0.1_cyc0.005_e15"
     profile = get_profile("fast")
-    assert recipe_config(r, profile, "d", 0)["lr_peak"] == 5e-3
-    assert "lr_peak" not in recipe_config(Recipe("pgd", 0.1, 10, steps=7), profile, "d", 0)
+    assert training_config(r, profile, "d", 0)["recipe"]["lr_peak"] == 5e-3
+    assert training_config(Recipe("pgd", 0.1, 10, steps=7), profile, "d", 0)["recipe"]["lr_peak"] is None
     with pytest.raises(ValueError, match="lr_peak"):
         Recipe("pgd", 0.1, 1, lr_peak=-1.0)
 

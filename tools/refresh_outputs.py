@@ -19,8 +19,8 @@ import time
 import nbformat
 from nbclient import NotebookClient
 
-from course_utils.runner import find_notebooks
-from course_utils.student import RUN_METADATA
+from course_utils.classroom.runner import find_notebooks
+from course_utils.classroom.student import RUN_METADATA
 
 
 def refresh(path) -> float:

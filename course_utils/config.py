@@ -1,4 +1,7 @@
-"""Device, seeding and the run profiles every notebook derives its sizes from."""
+"""The run profiles every notebook derives its sizes from, seeding, and the choice of device.
+
+(Called `setup` before; `course_utils.setup` still imports, see `course_utils.MOVED`.)
+"""
 from __future__ import annotations
 
 import ctypes
@@ -130,90 +133,98 @@ class Profile:
         measured on its robust models that finds the same digits as 100 iterations and 9 targets, and
         within half a point of torchattacks' full AutoAttack (benchmarks/RESULTS.md).
         """
-        from .apgd import StrongAttack  # imported here: nothing heavy when setup is imported
+        from .attacks.apgd import StrongAttack  # imported here: config stays light
 
         return StrongAttack(eps, norm=norm, steps=self.apgd_steps, targets=self.apgd_targets,
                             restarts=self.apgd_restarts, seed=seed)
+
+    def plain_pgd(self, eps: float, *, seed: int = 0, steps: int | None = None, restarts: int | None = None,
+                  loss_fn=None):
+        """Plain PGD with many steps and restarts (`strong_steps` × `pgd_restarts` by default): stronger than
+        any training attack, weaker than `strong_attack`, and always named as such (`plain_pgd_name`).
+
+        Its random starts come from a generator seeded with `seed` when the attack is made."""
+        from .attacks import cross_entropy, pgd  # imported here: config stays light
+
+        steps = self.strong_steps if steps is None else steps
+        restarts = self.pgd_restarts if restarts is None else restarts
+        alpha, generator, loss_fn = self.alpha(eps, steps), torch.Generator().manual_seed(seed), loss_fn or cross_entropy
+        return lambda model, x, y: pgd(model, x, y, eps, alpha, steps, restarts=restarts, loss_fn=loss_fn,
+                                       generator=generator)
+
+    @property
+    def plain_pgd_name(self) -> str:
+        """The label of `plain_pgd` in tables, e.g. 'PGD-40×2'."""
+        return f"PGD-{self.strong_steps}×{self.pgd_restarts}"
 
     def replace(self, **changes) -> "Profile":
         """A copy with some fields changed (profiles are frozen on purpose)."""
         return dataclasses.replace(self, **changes)
 
 
-PROFILES: dict[str, Profile] = {
-    # fast: the embedded sample, sized so each notebook runs in about a minute on 2 CPU cores.
-    "fast": Profile(
-        name="fast",
-        dataset="sample",
-        n_train=4000,
-        n_test=1000,
-        eval_size=400,
-        # Wong et al.'s small CNN: 13× less arithmetic per image than the Kolter–Madry CNN, 6–7× less time on a CPU
-        # (benchmarks/RESULTS.md), and the lessons of 00–03 do not depend on the architecture.
-        standard_arch="small_cnn",
-        epochs=8,
-        batch_size=64,
-        lr=1e-3,
-        eps=0.1,
-        eps_list=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
-        pgd_steps=10,
-        pgd_restarts=2,
-        step_multiplier=2.5,
-        minimal_eps_size=100,
-        adv_epochs=10,
-        train_pgd_steps=7,
-        strong_steps=40,
-        large_eps=0.3,
-        eps_ramp=0.4,
-        masking_steps=(1, 2, 3, 5, 10),
-        masking_epochs=6,
-        monitor_size=200,
-        viz_per_class=10,
-        threat_epochs=3,
-        threat_steps=5,
-        robust_arch="wide_cnn",
-        robust_epochs=20,
-        sweep_epochs=10,
-        apgd_steps=50,
-        apgd_targets=3,
-        apgd_restarts=1,
-    ),
-    # full: all of MNIST on a GPU; the numbers are comparable with the papers'.
-    "full": Profile(
-        name="full",
-        dataset="mnist",
-        n_train=60000,
-        n_test=10000,
-        eval_size=9000,  # the last 1,000 test digits are the training monitor (monitor_size)
-        standard_arch="mnist_cnn",  # the Kolter–Madry tutorial's CNN, so 02 compares with their numbers
-        epochs=8,
-        batch_size=128,
-        lr=1e-3,
-        eps=0.1,
-        eps_list=(0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3),
-        pgd_steps=40,
-        pgd_restarts=5,
-        step_multiplier=2.5,
-        minimal_eps_size=1000,
-        adv_epochs=10,
-        train_pgd_steps=10,
-        strong_steps=100,
-        large_eps=0.3,
-        eps_ramp=0.4,
-        masking_steps=(1, 2, 3, 5, 10),
-        masking_epochs=10,
-        monitor_size=1000,
-        viz_per_class=10,
-        threat_epochs=10,
-        threat_steps=10,
-        robust_arch="wide_cnn",
-        robust_epochs=20,
-        sweep_epochs=20,
-        apgd_steps=100,
-        apgd_targets=9,
-        apgd_restarts=1,
-    ),
-}
+# fast: the embedded sample, sized so each notebook runs in about a minute on 2 CPU cores.
+FAST = Profile(
+    name="fast",
+    dataset="sample",
+    n_train=4000,
+    n_test=1000,
+    eval_size=400,
+    # Wong et al.'s small CNN: 13× less arithmetic per image than the Kolter–Madry CNN, 6–7× less time on a CPU
+    # (benchmarks/RESULTS.md), and the lessons of 00–03 do not depend on the architecture.
+    standard_arch="small_cnn",
+    epochs=8,
+    batch_size=64,
+    lr=1e-3,
+    eps=0.1,
+    eps_list=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
+    pgd_steps=10,
+    pgd_restarts=2,
+    step_multiplier=2.5,
+    minimal_eps_size=100,
+    adv_epochs=10,
+    train_pgd_steps=7,
+    strong_steps=40,
+    large_eps=0.3,
+    eps_ramp=0.4,
+    masking_steps=(1, 2, 3, 5, 10),
+    masking_epochs=6,
+    monitor_size=200,
+    viz_per_class=10,
+    threat_epochs=3,
+    threat_steps=5,
+    robust_arch="wide_cnn",
+    robust_epochs=20,
+    sweep_epochs=10,
+    apgd_steps=50,
+    apgd_targets=3,
+    apgd_restarts=1,
+)
+
+# full: all of MNIST on a GPU, so that the numbers compare with the papers'. Only what differs from fast.
+FULL = FAST.replace(
+    name="full",
+    dataset="mnist",
+    n_train=60000,
+    n_test=10000,
+    eval_size=9000,  # the last 1,000 test digits are the training monitor (monitor_size)
+    standard_arch="mnist_cnn",  # the Kolter–Madry tutorial's CNN, so 02 compares with their numbers
+    batch_size=128,
+    eps_list=(0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3),
+    pgd_steps=40,
+    pgd_restarts=5,
+    minimal_eps_size=1000,
+    train_pgd_steps=10,
+    strong_steps=100,
+    masking_epochs=10,
+    monitor_size=1000,
+    threat_epochs=10,
+    threat_steps=10,
+    sweep_epochs=20,
+    apgd_steps=100,  # AutoAttack's APGD-CE + APGD-T budget
+    apgd_targets=9,
+)
+
+PROFILES: dict[str, Profile] = {"fast": FAST, "full": FULL}
 
 
 def get_profile(name: str = "auto", device: torch.device | None = None) -> Profile:

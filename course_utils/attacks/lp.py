@@ -1,147 +1,33 @@
-"""White-box attacks: FGSM and PGD under ℓ∞, ℓ2 and ℓ1, written once over per-norm helpers.
+"""FGSM and PGD under ℓ∞, ℓ2 and ℓ1, written once over three small per-norm functions each.
 
-Every attack
-- returns a detached batch in [0, 1] inside the ε-ball around the clean batch,
-- takes gradients with `torch.autograd.grad` with respect to the input only, so the
-  model's parameter gradients are never touched,
-- runs the model in eval mode and gives it back the mode it found,
-- treats each example on its own (losses are summed, never averaged, so one
-  example's step does not depend on the batch it sits in).
-
-Notation follows the lecture: x0 is the clean image, ε the budget, η (`alpha`) the
-step size, and g = ∇x log p(y*|x). Maximising the cross-entropy −log p(y*|x) is the
-same as minimising log p(y*|x), so FGSM is x = x0 − ε·sign(g) = x0 + ε·sign(∇x CE).
+Notation follows the lecture: x0 is the clean image, ε the budget, η (`alpha`) the step size,
+and g = ∇x log p(y*|x). Maximising the cross-entropy −log p(y*|x) is the same as minimising
+log p(y*|x), so FGSM is x = x0 − ε·sign(g) = x0 + ε·sign(∇x CE). Every attack follows the rules
+in `attacks.core`.
 """
 from __future__ import annotations
 
-import contextlib
-import math
-from typing import Callable, Iterator
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-# ----------------------------------------------------------------------------- losses
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-example cross-entropy, −log p(y|x)."""
-    return F.cross_entropy(logits, y, reduction="none")
-
-
-def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-example Carlini–Wagner margin: max_{j≠y} z_j − z_y (positive once x is misclassified).
-
-    Unlike the cross-entropy it does not saturate when the softmax does, which is why it
-    breaks defences that only flatten the softmax (05_gradient_masking).
-    """
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
-    return others.amax(dim=1) - true
-
-
-# ----------------------------------------------------------------------------- model mode
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run `model` in eval mode (no dropout, frozen batch-norm statistics), then restore its mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-# ----------------------------------------------------------------------------- input checks
-def _check_number(name: str, value, *, positive: bool = False) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    if value < 0:
-        raise ValueError(f"{name} must be ≥ 0, got {value}")
-    return float(value)
-
-
-def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise ValueError(f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
-    if x.dim() < 2:
-        raise ValueError(f"x must be a batch (N×...), got shape {tuple(x.shape)}")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must hold one label per image in x: x has {x.shape[0]} images, y has shape {tuple(y.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point image batch in [0, 1], got dtype {x.dtype}")
-    if x.numel():
-        lo, hi = torch.aminmax(x.detach())
-        if lo < 0 or hi > 1:  # one host sync per call, never inside the loop
-            raise ValueError(
-                f"x must hold images in [0, 1], got values in [{lo.item():.3g}, {hi.item():.3g}] "
-                "(normalisation belongs inside the model, see models.Normalize)"
-            )
-
-
-def _check_eps(eps, norm: str, x: torch.Tensor | None = None):
-    """ε as a float, or, for ℓ∞ with a tensor of one budget per image of `x`, as an N×1×…×1 tensor."""
-    if isinstance(eps, torch.Tensor) and eps.numel() != 1:
-        return _per_example_budget("eps", eps, norm, x)
-    eps = _check_number("eps", eps)
-    if norm == "inf" and eps > 1:
-        raise ValueError(
-            f"eps={eps} is larger than the whole [0, 1] pixel range; ℓ∞ budgets are in pixel units "
-            "(e.g. 0.1 on MNIST, 8/255 on CIFAR-10)"
-        )
-    return eps
-
-
-def _per_example_budget(name: str, value: torch.Tensor, norm: str, x: torch.Tensor | None) -> torch.Tensor:
-    """One budget per image (e.g. for a bisection over ε, `evaluate.smallest_flipping_eps`), shaped to broadcast."""
-    if norm != "inf" or x is None:
-        raise ValueError(f"{name}: one value per image is supported for ℓ∞ attacks only, got a tensor for norm {norm!r}")
-    if value.dim() != 1 or value.shape[0] != x.shape[0]:
-        raise ValueError(f"{name} must be a number or hold one value per image ({x.shape[0]}), got shape {tuple(value.shape)}")
-    value = value.detach().to(device=x.device, dtype=x.dtype)
-    lo, hi = torch.aminmax(value)
-    if not (torch.isfinite(lo) and torch.isfinite(hi)) or lo < 0 or (name == "eps" and hi > 1):
-        raise ValueError(f"{name} values must be finite and in [0, 1] (pixel units), got [{lo.item():.3g}, {hi.item():.3g}]")
-    return value.view(-1, *([1] * (x.dim() - 1)))
-
-
-def _check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int ≥ 0, got {steps!r}")
-    return steps
-
-
-def _norm_name(norm) -> str:
-    key = str(norm).lower().lstrip("l")
-    if key in ("inf", "infinity"):
-        return "inf"
-    if key in ("2", "2.0"):
-        return "2"
-    if key in ("1", "1.0"):
-        return "1"
-    raise ValueError(f"norm must be 'inf', 2 or 1, got {norm!r}")
+from ..images import check_images, normal, random_sign, uniform
+from .core import (
+    LossFn,
+    attack_inputs,
+    check_count,
+    check_eps,
+    check_number,
+    check_steps,
+    cross_entropy,
+    eval_mode,
+    input_gradient,
+    norm_name,
+    per_example_budget,
+    worst_case,
+)
 
 
 # ----------------------------------------------------------------------------- per-norm pieces
-def _uniform(like: torch.Tensor, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
-    if generator is None:
-        return torch.empty_like(like).uniform_(low, high)
-    u = torch.rand(like.shape, generator=generator, device=generator.device, dtype=like.dtype)
-    return (low + (high - low) * u).to(like.device)
-
-
-def _normal(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    if generator is None:
-        return torch.randn_like(like)
-    return torch.randn(like.shape, generator=generator, device=generator.device, dtype=like.dtype).to(like.device)
-
-
 def _per_example_l2(t: torch.Tensor) -> torch.Tensor:
     """‖t_i‖₂ for each example, shaped to broadcast against t."""
     return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
@@ -149,7 +35,7 @@ def _per_example_l2(t: torch.Tensor) -> torch.Tensor:
 
 def random_start_linf(x0: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """A point drawn uniformly from the ℓ∞ ball of radius ε around x0 (before clipping to [0, 1])."""
-    return x0 + eps * _uniform(x0, -1.0, 1.0, generator)  # ε may be one value per image
+    return x0 + eps * uniform(x0.shape, x0, -1.0, 1.0, generator)  # ε may be one value per image
 
 
 def step_linf(x: torch.Tensor, grad: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -164,10 +50,10 @@ def project_linf(x: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
 
 def random_start_l2(x0: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """A point drawn uniformly from the ℓ2 ball of radius ε around x0: a Gaussian direction, radius ε·U^(1/d)."""
-    direction = _normal(x0, generator)
+    direction = normal(x0.shape, x0, generator)
     direction = direction / _per_example_l2(direction).clamp_min(1e-12)
     d = x0[0].numel()
-    radius = eps * _uniform(x0[:, :1].flatten(1)[:, :1], 0.0, 1.0, generator) ** (1.0 / d)
+    radius = eps * uniform((x0.shape[0], 1), x0, 0.0, 1.0, generator) ** (1.0 / d)
     return x0 + direction * radius.view(-1, *([1] * (x0.dim() - 1)))
 
 
@@ -205,10 +91,10 @@ def random_start_l1(x0: torch.Tensor, eps: float, generator: torch.Generator | N
     as Gaussian ones are on the ℓ2 sphere.
     """
     # Laplace(0, 1) = E1 − E2 with Ei = −log(1 − Ui) exponential; 1 − U > 0 since U < 1.
-    laplace = -torch.log1p(-_uniform(x0, 0.0, 1.0, generator)) + torch.log1p(-_uniform(x0, 0.0, 1.0, generator))
+    laplace = -torch.log1p(-uniform(x0.shape, x0, generator=generator)) + torch.log1p(-uniform(x0.shape, x0, generator=generator))
     direction = laplace / _per_example_l1(laplace).clamp_min(1e-12)
     d = x0[0].numel()
-    radius = eps * _uniform(x0[:, :1].flatten(1)[:, :1], 0.0, 1.0, generator) ** (1.0 / d)
+    radius = eps * uniform((x0.shape[0], 1), x0, 0.0, 1.0, generator) ** (1.0 / d)
     return x0 + direction * radius.view(-1, *([1] * (x0.dim() - 1)))
 
 
@@ -277,21 +163,6 @@ NORMS = {
 
 
 # ----------------------------------------------------------------------------- attacks
-def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = cross_entropy) -> torch.Tensor:
-    """∇x of the summed per-example loss; the model's parameter gradients are left alone."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        loss = loss_fn(model(x), y).sum()
-        (grad,) = torch.autograd.grad(loss, x)
-    return grad
-
-
-def _as_plain(x: torch.Tensor) -> torch.Tensor:
-    """A detached tensor that autograd accepts (tensors made under inference_mode are not)."""
-    x = x.detach()
-    return x.clone() if x.is_inference() else x
-
-
 def fgsm(
     model: nn.Module,
     x: torch.Tensor,
@@ -307,9 +178,8 @@ def fgsm(
     labels we want the model to output and the loss towards them goes down. `eps` may be a
     tensor with one budget per image.
     """
-    _check_batch(x, y)
-    eps = _check_eps(eps, "inf", x)
-    x0, y = _as_plain(x), _as_plain(y)  # labels from predict() are inference tensors too
+    x0, y = attack_inputs(model, x, y)
+    eps = check_eps(eps, "inf", x0)
     with eval_mode(model):
         grad = input_gradient(model, x0, y, loss_fn)
     direction = -grad.sign() if targeted else grad.sign()
@@ -354,46 +224,25 @@ def pgd(
     (`step_l1`) and the projection is the exact one onto the ball ∩ [0, 1] (`project_l1`).
     With `restarts > 1` the attack runs again from fresh random starts and keeps, for each
     example, the worst case: an adversarial input that fools the model if any restart
-    found one, else the one with the highest loss. For ℓ∞, `eps` and `alpha` may be tensors
+    found one (the first that did), else the one with the highest loss (`core.worst_case`). For ℓ∞, `eps` and `alpha` may be tensors
     with one value per image.
     """
-    _check_batch(x, y)
-    norm = _norm_name(norm)
-    eps = _check_eps(eps, norm, x)
+    x0, y = attack_inputs(model, x, y)
+    norm = norm_name(norm)
+    eps = check_eps(eps, norm, x0)
     if isinstance(alpha, torch.Tensor) and alpha.numel() != 1:
-        alpha = _per_example_budget("alpha", alpha, norm, x)
+        alpha = per_example_budget("alpha", alpha, norm, x0)
     else:
-        alpha = _check_number("alpha", alpha, positive=True)
-    steps = _check_steps(steps)
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts must be an int ≥ 1, got {restarts!r}")
+        alpha = check_number("alpha", alpha, positive=True)
+    steps = check_steps(steps)
+    restarts = check_count("restarts", restarts)
     if restarts > 1 and not random_start:
         raise ValueError("restarts > 1 needs random_start=True: without it every restart is identical")
-    x0, y = _as_plain(x), _as_plain(y)  # labels from predict() are inference tensors too
     run = lambda: _pgd_run(model, x0, y, eps, alpha, steps, norm, random_start, targeted, loss_fn, generator)
     with eval_mode(model):
-        best = run()
         if restarts == 1:
-            return best
-        best_fooled, best_loss = _outcome(model, best, y, targeted, loss_fn)
-        for _ in range(restarts - 1):
-            candidate = run()
-            fooled, loss = _outcome(model, candidate, y, targeted, loss_fn)
-            better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (loss > best_loss))
-            best = torch.where(better.view(-1, *([1] * (x0.dim() - 1))), candidate, best)
-            best_fooled, best_loss = best_fooled | fooled, torch.where(better, loss, best_loss)
-    return best
-
-
-@torch.no_grad()
-def _outcome(model, x_adv, y, targeted, loss_fn):
-    """Per example: did the attack succeed, and how high is the attacker's objective."""
-    logits = model(x_adv)
-    pred = logits.argmax(dim=1)
-    loss = loss_fn(logits, y)
-    if targeted:
-        return pred == y, -loss
-    return pred != y, loss
+            return run()
+        return worst_case(model, y, (run() for _ in range(restarts)), targeted=targeted, loss_fn=loss_fn)
 
 
 def random_sign_noise(x: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -402,8 +251,6 @@ def random_sign_noise(x: torch.Tensor, eps: float, generator: torch.Generator | 
     The control experiment: if this barely changes accuracy while FGSM destroys it, the
     damage comes from the direction, not from the size of the perturbation.
     """
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise ValueError("x must be a floating-point image tensor in [0, 1]")
-    eps = _check_eps(eps, "inf")
-    signs = torch.where(_uniform(x, 0.0, 1.0, generator) < 0.5, -1.0, 1.0)
-    return torch.clamp(x.detach() + eps * signs, 0.0, 1.0)
+    check_images(x)
+    eps = check_eps(eps, "inf")
+    return torch.clamp(x.detach() + eps * random_sign(x.shape, x, generator), 0.0, 1.0)

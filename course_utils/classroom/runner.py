@@ -12,12 +12,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
-from .data import repo_root
+from ..paths import notebooks_dir
 
 
 @dataclass
@@ -34,10 +34,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-
-def notebooks_dir() -> Path:
-    return repo_root() / "notebooks"
 
 
 def find_notebooks(folder: Path | None = None, only: list[str] | None = None) -> list[Path]:

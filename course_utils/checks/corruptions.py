@@ -1,4 +1,4 @@
-"""Self-check for the exercise of 08_distribution_shift (same contract as `checks`: print, never raise)."""
+"""Self-check for the exercise of 08_distribution_shift: the pixelate corruption, and its reference."""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .checks import CheckFailed, _report
+from .harness import CheckFailed, report
 
 PIXELATE_SIDES = (20, 16, 12, 10, 8)  # severity 1..5: the side of the coarse image, in pixels
 
@@ -49,4 +49,4 @@ def check_pixelate(pixelate: Callable) -> bool:
             raise CheckFailed("a flat grey image must stay the same grey")
         return "matches area-averaging to 20…8 pixels and back, for every severity; input untouched, values in [0, 1]"
 
-    return _report("check_pixelate", body)
+    return report("check_pixelate", body)

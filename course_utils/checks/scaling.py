@@ -1,4 +1,4 @@
-"""Self-checks for the exercises of 03_dimension_scaling (same contract as `checks`: print, never raise)."""
+"""Self-checks for the exercises of 03_dimension_scaling: the ℓ1 norm of the input gradient, and the log-log fit."""
 from __future__ import annotations
 
 import math
@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import CheckFailed, _linear_case, _report
-from .scaling import input_gradient_l1 as reference_l1
+from ..scaling import input_gradient_l1 as reference_l1
+from .harness import CheckFailed, linear_case, report, require_untouched_parameter_grads
 
 
-def _l1_closed_form(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Σ_j |g_j| for a linear softmax model by hand: g = ∇x log p(y|x) = W_y − Σ_k p_k W_k."""
+def _l1_closed_form(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g, Σ_j |g_j|) for a linear softmax model by hand: g = ∇x log p(y|x) = W_y − Σ_k p_k W_k."""
     w, b = model[1].weight, model[1].bias
     with torch.no_grad():
         p = (x.flatten(1) @ w.T + b).softmax(dim=1)
@@ -27,7 +27,7 @@ def check_input_gradient_l1(input_gradient_l1: Callable) -> bool:
 
     def body() -> str:
         for seed in (0, 1):
-            model, x, y = _linear_case(seed, n=6, d=8, classes=3)
+            model, x, y = linear_case(seed, n=6, d=8, classes=3)
             g, expected = _l1_closed_form(model, x, y)
             got = input_gradient_l1(model, x.clone(), y.clone())
             if not isinstance(got, torch.Tensor):
@@ -37,9 +37,8 @@ def check_input_gradient_l1(input_gradient_l1: Callable) -> bool:
                     f"returned shape {tuple(got.shape)}; expected one number per example, {tuple(expected.shape)}",
                     "flatten each example's gradient (g.flatten(1)) and sum over dim=1 only",
                 )
-            if any(p.grad is not None for p in model.parameters()):
-                raise CheckFailed("your function changed the model's parameter gradients",
-                                  "take the input gradient with torch.autograd.grad(..., x) instead of .backward()")
+            require_untouched_parameter_grads(
+                model, "take the input gradient with torch.autograd.grad(..., x) instead of .backward()")
             got = got.detach().float()
             if torch.allclose(got, expected, rtol=1e-4, atol=1e-6):
                 continue
@@ -71,7 +70,7 @@ def check_input_gradient_l1(input_gradient_l1: Callable) -> bool:
                               "compute the gradient at each example's own x, not at a fixed point")
         return "matches Σ_j |W_y − Σ_k p_k W_k| on a linear model and the reference on a small network"
 
-    return _report("check_input_gradient_l1", body)
+    return report("check_input_gradient_l1", body)
 
 
 def _pair(result) -> tuple[float, float]:
@@ -113,4 +112,4 @@ def check_loglog_fit(loglog_fit: Callable) -> bool:
                               "use every point in a least-squares fit, not only the first and the last")
         return "recovers slope a and intercept ln C of C·d^a exactly, and the least-squares line on noisy data"
 
-    return _report("check_loglog_fit", body)
+    return report("check_loglog_fit", body)

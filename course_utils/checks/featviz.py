@@ -1,4 +1,4 @@
-"""Self-check for the exercise of 06_feature_visualization (same contract as `checks`: print, never raise)."""
+"""Self-check for the exercise of 06_feature_visualization: maximising an objective by projected ascent."""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .checks import CheckFailed, _report
+from .harness import CheckFailed, report, require_untouched_parameter_grads
 
 
 def _linear_logit(seed: int, d: int = 12) -> tuple[nn.Module, torch.Tensor]:
@@ -36,9 +36,8 @@ def check_maximise(maximise: Callable) -> bool:
             if not isinstance(got, torch.Tensor) or got.shape != start.shape:
                 raise CheckFailed(f"returned {type(got).__name__} {tuple(getattr(got, 'shape', ()))}, expected a batch shaped like x_start {tuple(start.shape)}",
                                   "return the final images, one per starting image")
-            if any(p.grad is not None for p in model.parameters()):
-                raise CheckFailed("your function changed the model's parameter gradients",
-                                  "take the gradient with torch.autograd.grad(score.sum(), x), not .backward()")
+            require_untouched_parameter_grads(
+                model, "take the gradient with torch.autograd.grad(score.sum(), x), not .backward()")
             if got.requires_grad:
                 raise CheckFailed("the returned images still require grad", "return x.detach()")
             if got.min() < 0 or got.max() > 1:
@@ -54,4 +53,4 @@ def check_maximise(maximise: Callable) -> bool:
                                   "each step: x ← clamp(x + lr·g/‖g‖₂, 0, 1) with g = ∇x objective, one norm per image")
         return "reaches the known optimum of a linear logit (1 where w > 0, 0 where w < 0), stays in [0, 1]"
 
-    return _report("check_maximise", body)
+    return report("check_maximise", body)

@@ -3,16 +3,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-
-def results_dir() -> Path:
-    """$COURSE_RESULTS_DIR, else the working directory (the notebook's folder in Jupyter and papermill runs)."""
-    env = os.environ.get("COURSE_RESULTS_DIR")
-    return Path(env) if env else Path.cwd()
+from ..paths import results_dir  # importable from here too, as it was in 0.1
 
 
 def _plain(value: Any) -> Any:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_utils.setup import PROFILES, get_profile, seed_everything
+from course_utils.config import PROFILES, get_profile, seed_everything
 
 
 def test_auto_is_fast_on_cpu_and_full_on_cuda(monkeypatch):
@@ -70,7 +70,7 @@ def test_seed_everything_rejects_bad_seeds(seed):
 
 _FAULTS_SCRIPT = """
 import resource, torch
-from course_utils.setup import get_device, tune_cpu_allocator
+from course_utils.config import get_device, tune_cpu_allocator
 get_device()
 for _ in range(3):
     torch.ones(16 * 2**20).sum()  # the heap grows to its working size here
@@ -108,7 +108,7 @@ def test_tuned_allocator_reuses_freed_memory_instead_of_faulting_it_in_again():
 
 
 def test_allocator_tuning_is_skipped_where_the_user_chose(monkeypatch):
-    import course_utils.setup as setup
+    import course_utils.config as setup
 
     for name, value in [("COURSE_DEFAULT_MALLOC", "1"), ("MALLOC_TRIM_THRESHOLD_", "100000"),
                         ("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")]:

@@ -1,12 +1,12 @@
-"""Self-check for the exercise of 07_unforeseen_attacks (same contract as `checks`: print, never raise)."""
+"""Self-check for the exercise of 07_unforeseen_attacks: the ℓ2 step and projection."""
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
 
-from .attacks import project_l2, step_l2
-from .checks import CheckFailed, _report
+from ..attacks import project_l2, step_l2
+from .harness import CheckFailed, report
 
 
 def _norms(t: torch.Tensor) -> torch.Tensor:
@@ -59,4 +59,4 @@ def check_l2_threat(step: Callable, project: Callable) -> bool:
             raise CheckFailed("inside the ball, projection must only clip to [0, 1]")
         return "steps of length α along each image's gradient; points land in the ℓ2 ball and in [0, 1], moved only when needed"
 
-    return _report("check_l2_threat", body)
+    return report("check_l2_threat", body)

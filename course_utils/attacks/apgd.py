@@ -19,30 +19,19 @@ and the loss. APGD removes both.
 `strong_attack` combines APGD on the cross-entropy with targeted APGD on the DLR loss
 against the most likely wrong classes, and keeps, per example, the first attack that fools
 the model: AutoAttack's first two attacks and its worst-case rule. It is what the course
-means by robust accuracy. Every attack follows the rules of `attacks`: detached outputs in
+means by robust accuracy. Every attack follows the rules of `attacks.core`: detached outputs in
 the ball and in [0, 1], gradients with respect to the input only, eval mode restored,
 every example on its own (its own step size, its own checkpoints).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
-from .attacks import (
-    NORMS,
-    _as_plain,
-    _check_batch,
-    _check_eps,
-    _norm_name,
-    cross_entropy,
-    eval_mode,
-)
-
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from .core import LossFn, attack_inputs, check_count, check_eps, check_steps, cross_entropy, eval_mode, norm_name
+from .lp import NORMS
 
 MOMENTUM = 0.75  # weight of the new step; 1 − MOMENTUM goes to the previous move (Croce & Hein)
 RHO = 0.75  # a step size is kept while the loss rose in at least this fraction of the steps
@@ -84,8 +73,7 @@ def checkpoints(steps: int) -> list[int]:
     each ⌊0.03·steps⌋ shorter, never below ⌊0.06·steps⌋ (all at least 1). For 100 steps:
     22, 41, 57, 70, 80, 87, 93, 99.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int ≥ 0, got {steps!r}")
+    check_steps(steps)
     first, shrink, shortest = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
     marks, at, interval = [], 0, first
     while at + interval <= steps:
@@ -109,7 +97,7 @@ def _value_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
 def _apgd_run(model, x0, y, eps, steps, norm, loss_fn, generator, rho):
     """One APGD run from a random start. Returns (adversarial or best point, still correct)."""
     start, step, project = NORMS[norm]
-    if norm == "inf":  # the ball ∩ [0, 1] is a fixed box: one clamp per projection (see attacks._pgd_run)
+    if norm == "inf":  # the ball ∩ [0, 1] is a fixed box: one clamp per projection (see lp._pgd_run)
         low, high = (x0 - eps).clamp(min=0.0), (x0 + eps).clamp(max=1.0)
         project = lambda x, _x0, _eps: torch.clamp(x, low, high)
     shape = (-1,) + (1,) * (x0.dim() - 1)
@@ -150,12 +138,6 @@ def _apgd_run(model, x0, y, eps, steps, norm, loss_fn, generator, rho):
     return torch.where(correct.view(shape), best_x, found).detach(), correct
 
 
-def _check_count(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int ≥ {minimum}, got {value!r}")
-    return value
-
-
 def _loss_fn(loss) -> LossFn:
     if callable(loss):
         return loss
@@ -164,14 +146,13 @@ def _loss_fn(loss) -> LossFn:
     return LOSSES[loss]
 
 
-def _check_apgd(x, y, eps, norm, steps, restarts, rho) -> tuple[float, str, int, int]:
-    _check_batch(x, y)
-    norm = _norm_name(norm)
+def _check_apgd(eps, norm, steps, restarts, rho) -> tuple[float, str, int, int]:
+    norm = norm_name(norm)
     if norm not in ("inf", "2"):
         raise ValueError(f"APGD supports norm 'inf' and 2, got {norm!r}")
     if not (isinstance(rho, (int, float)) and 0 < rho <= 1):
         raise ValueError(f"rho must be in (0, 1], got {rho!r}")
-    return _check_eps(eps, norm), norm, _check_count("steps", steps, 0), _check_count("restarts", restarts, 1)
+    return check_eps(eps, norm), norm, check_count("steps", steps, 0), check_count("restarts", restarts, 1)
 
 
 def _on_survivors(x_adv: torch.Tensor, correct: torch.Tensor, run) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,9 +194,9 @@ def apgd(
     example the result is an iterate that fools the model if any did, else the last run's
     point of highest loss (the clean image where the clean image is already misclassified).
     """
-    eps, norm, steps, restarts = _check_apgd(x, y, eps, norm, steps, restarts, rho)
+    x0, y = attack_inputs(model, x, y)
+    eps, norm, steps, restarts = _check_apgd(eps, norm, steps, restarts, rho)
     loss_fn = _loss_fn(loss)
-    x0, y = _as_plain(x), _as_plain(y)
     with eval_mode(model), torch.no_grad():
         _, x_adv, correct = _clean_state(model, x0, y)
         for _ in range(restarts):
@@ -262,9 +243,9 @@ def apgd_targeted(
     as in AutoAttack. A run succeeds when the example is misclassified (as any class): the
     target only gives the search a direction.
     """
-    eps, norm, steps, restarts = _check_apgd(x, y, eps, norm, steps, restarts, rho)
-    targets = _check_count("targets", targets, 1)
-    x0, y = _as_plain(x), _as_plain(y)
+    x0, y = attack_inputs(model, x, y)
+    eps, norm, steps, restarts = _check_apgd(eps, norm, steps, restarts, rho)
+    targets = check_count("targets", targets, 1)
     with eval_mode(model), torch.no_grad():
         logits, x_adv, correct = _clean_state(model, x0, y)
         x_adv, _ = _targeted_runs(model, x0, y, logits, x_adv, correct, eps, steps, norm, targets, restarts, rho, generator)
@@ -277,7 +258,7 @@ class StrongAttack:
     """The course's strong evaluation at one budget: APGD-CE, then APGD-T (DLR) against `targets`
     target classes, each with `restarts` random restarts, per example the first that fools the model.
 
-    A callable `attack(model, x, y)` like every attack of the course, so `evaluate.robust_accuracy`
+    A callable `attack(model, x, y)` (`core.Attack`) like every attack of the course, so `evaluate.robust_accuracy`
     and the checklist take it as they take PGD. Its random starts come from a generator seeded with
     `seed` at every call, so the same model and batch always get the same answer.
     With the defaults (100 steps, 9 targets, 1 restart) this is AutoAttack's APGD-CE + APGD-T.
@@ -291,27 +272,26 @@ class StrongAttack:
     seed: int = 0
 
     def __post_init__(self):
-        norm = _norm_name(self.norm)
+        norm = norm_name(self.norm)
         if norm not in ("inf", "2"):
             raise ValueError(f"the strong attack supports norm 'inf' and 2, got {self.norm!r}")
         object.__setattr__(self, "norm", norm)
-        object.__setattr__(self, "eps", _check_eps(self.eps, norm))
-        _check_count("steps", self.steps, 1)
-        _check_count("targets", self.targets, 0)
-        _check_count("restarts", self.restarts, 1)
-        _check_count("seed", self.seed, 0)
+        object.__setattr__(self, "eps", check_eps(self.eps, norm))
+        check_count("steps", self.steps, 1)
+        check_count("targets", self.targets, 0)
+        check_count("restarts", self.restarts, 1)
+        check_count("seed", self.seed, 0)
 
     @property
     def name(self) -> str:
         """A label for tables, e.g. 'APGD-CE + APGD-T (100 steps, 9 targets)'."""
         restarts = f", {self.restarts} restarts" if self.restarts > 1 else ""
-        targeted = f" + APGD-T" if self.targets else ""
+        targeted = " + APGD-T" if self.targets else ""
         targets = f", {self.targets} targets" if self.targets else ""
         return f"APGD-CE{targeted} ({self.steps} steps{targets}{restarts})"
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        _check_batch(x, y)
-        x0, y = _as_plain(x), _as_plain(y)
+        x0, y = attack_inputs(model, x, y)
         generator = torch.Generator().manual_seed(self.seed)
         with eval_mode(model), torch.no_grad():
             logits, x_adv, correct = _clean_state(model, x0, y)
