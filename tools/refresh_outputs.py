@@ -6,7 +6,8 @@
 Maintainers run this after editing a notebook. It executes with nbclient (not papermill,
 which would inject a parameters cell), with PROFILE left as "auto" — "fast" on a CPU —
 in a temporary working folder, so no results JSON or checkpoint lands in the repository
-unless COURSE_CHECKPOINT_DIR says otherwise. Run metadata (timings) is dropped so that
+unless COURSE_RESULTS_DIR or COURSE_CHECKPOINT_DIR say otherwise (set COURSE_RESULTS_DIR to keep
+the results JSONs, e.g. to compare them with an earlier run). Run metadata (timings) is dropped so that
 diffs show content only.
 """
 from __future__ import annotations
@@ -26,12 +27,15 @@ from course_utils.classroom.student import RUN_METADATA
 def refresh(path) -> float:
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
+    keep = os.environ.get("COURSE_RESULTS_DIR")
     with tempfile.TemporaryDirectory() as work:
-        os.environ["COURSE_RESULTS_DIR"] = work
+        os.environ["COURSE_RESULTS_DIR"] = keep or work
         NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": work}}).execute()
     for cell in nb.cells:
         for key in RUN_METADATA:
             cell.metadata.pop(key, None)
+    if keep is None:
+        del os.environ["COURSE_RESULTS_DIR"]
     nbformat.write(nb, path)
     return time.perf_counter() - start
 
