@@ -43,16 +43,8 @@ def _check_tolerance(tolerance: float) -> float:
     return float(tolerance)
 
 
-def reaches_chance(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    attack_at: EpsAttack,
-    *,
-    eps: float = 0.5,
-    n_classes: int = 10,
-    tolerance: float = 0.05,
-) -> Verdict:
+def reaches_chance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_at: EpsAttack, *, eps: float = 0.5,
+                   n_classes: int = 10, tolerance: float = 0.05) -> Verdict:
     """Item 1: with a budget large enough to erase the image, accuracy must fall to chance or below.
 
     At ℓ∞ ε = 0.5 on images in [0, 1] every image can be turned into the same flat grey, so
@@ -69,15 +61,8 @@ def reaches_chance(
     return Verdict("accuracy reaches chance at a huge ε", passed, {"accuracy": acc, "chance": chance}, explanation)
 
 
-def iterative_beats_single_step(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    single_step: Attack,
-    iterative: Attack,
-    *,
-    tolerance: float = 0.01,
-) -> Verdict:
+def iterative_beats_single_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, single_step: Attack,
+                                iterative: Attack, *, tolerance: float = 0.01) -> Verdict:
     """Item 2: an iterative attack (PGD) must leave no more accuracy than a single step (FGSM).
 
     PGD can take FGSM's step and then improve on it; if FGSM does better, the iterative
@@ -92,15 +77,8 @@ def iterative_beats_single_step(
     return Verdict("iterative ≥ single-step", passed, {"single-step acc": single, "iterative acc": multi}, explanation)
 
 
-def has_converged(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    attack: Attack,
-    stronger: Attack,
-    *,
-    tolerance: float = 0.02,
-) -> Verdict:
+def has_converged(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, stronger: Attack, *,
+                  tolerance: float = 0.02) -> Verdict:
     """Item 3: more steps and more restarts must no longer lower the accuracy (by more than `tolerance`).
 
     The stronger run is combined with the original per example (worst case of both), so
@@ -117,15 +95,8 @@ def has_converged(
     return Verdict("more steps/restarts change nothing", passed, {"accuracy": base, "with more effort": both}, explanation)
 
 
-def white_box_beats_transfer(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    attack: Attack,
-    surrogate: nn.Module,
-    *,
-    tolerance: float = 0.01,
-) -> Verdict:
+def white_box_beats_transfer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack,
+                             surrogate: nn.Module, *, tolerance: float = 0.01) -> Verdict:
     """Item 4: attacking the model itself must beat attacking an independent model and transferring.
 
     `attack(surrogate, x, y)` makes the transfer examples. The white-box attacker knows
@@ -142,18 +113,8 @@ def white_box_beats_transfer(
     return Verdict("white-box ≥ transfer", passed, {"white-box acc": white, "transfer acc": transfer}, explanation)
 
 
-def agrees_with_reference(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    attack: Attack,
-    eps: float,
-    *,
-    steps: int = 50,
-    targets: int = 3,
-    tolerance: float = 0.03,
-    seed: int = 0,
-) -> Verdict:
+def agrees_with_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, eps: float, *,
+                          steps: int = 50, targets: int = 3, tolerance: float = 0.03, seed: int = 0) -> Verdict:
     """Item 5: an independent implementation must not find much lower accuracy than ours.
 
     The reference is torchattacks' APGD on the cross-entropy and its APGD-T on the targeted

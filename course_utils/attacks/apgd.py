@@ -173,19 +173,8 @@ def _clean_state(model, x0, y):
     return logits, x0.clone(), logits.argmax(dim=1) == y
 
 
-def apgd(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    steps: int = 100,
-    *,
-    norm="inf",
-    loss="ce",
-    restarts: int = 1,
-    rho: float = RHO,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100, *, norm="inf", loss="ce",
+         restarts: int = 1, rho: float = RHO, generator: torch.Generator | None = None) -> torch.Tensor:
     """Auto-PGD in the ℓ∞ or ℓ2 ball of radius ε: no step size to choose.
 
     `loss` is "ce" (cross-entropy), "dlr" (the scale-invariant DLR loss) or a function
@@ -224,19 +213,8 @@ def _targeted_runs(model, x0, y, logits, x_adv, correct, eps, steps, norm, targe
     return x_adv, correct
 
 
-def apgd_targeted(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    steps: int = 100,
-    *,
-    norm="inf",
-    targets: int = 9,
-    restarts: int = 1,
-    rho: float = RHO,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100, *, norm="inf",
+                  targets: int = 9, restarts: int = 1, rho: float = RHO, generator: torch.Generator | None = None) -> torch.Tensor:
     """APGD-T: targeted APGD on the DLR loss, once per target class, on the examples still standing.
 
     The targets are the classes with the 2nd, 3rd, …, (targets + 1)-th largest clean logits,

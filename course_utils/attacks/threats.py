@@ -148,18 +148,9 @@ def elastic_deform(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def elastic(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    steps: int,
-    *,
-    alpha: float | None = None,
-    grid: int = 7,
-    random_start: bool = True,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def elastic(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, *,
+            alpha: float | None = None, grid: int = 7, random_start: bool = True,
+            generator: torch.Generator | None = None) -> torch.Tensor:
     """An adversarial elastic warp: PGD on a grid×grid field of control displacements in [−ε, ε] pixels.
 
     Sign steps of size `alpha` (default 2.5·ε/steps, as for ℓ∞ PGD) on the displacements,
@@ -192,18 +183,9 @@ def add_fog(x: torch.Tensor, pattern: torch.Tensor, eps: float) -> torch.Tensor:
     return (x + eps * fog) / (1.0 + eps)
 
 
-def adversarial_fog(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    steps: int,
-    *,
-    alpha: float | None = None,
-    grid: int = 4,
-    random_start: bool = True,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def adversarial_fog(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, *,
+                    alpha: float | None = None, grid: int = 4, random_start: bool = True,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Adversarial fog of strength ε ≥ 0: PGD on a grid×grid fog pattern z in [0, 1] (`add_fog`).
 
     The budget is ε, not the pattern: any z is allowed, and the attack chooses where the
