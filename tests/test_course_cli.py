@@ -147,8 +147,14 @@ def _with_wrong_fgsm(nb):
     return nb
 
 
+def _exercise_cell(nb):
+    return next(c for c in nb.cells if c.metadata.get("course", {}).get("exercise") == "fgsm")
+
+
 def _with_endless_loop(nb):
-    nb.cells.insert(6, nbformat.v4.new_code_cell("while True:\n    pass"))
+    """The loop must be in the exercise cell: the grader runs no other cell of a submission."""
+    cell = _exercise_cell(nb)
+    cell.source = "while True:\n    pass\n\n" + cell.source
     return nb
 
 
@@ -180,9 +186,9 @@ def graded(tmp_path_factory):
         nbformat.write(nb, root / student / "01_fgsm.ipynb")
     (root / "ed").mkdir()
     (root / "ed" / "01_fgsm.ipynb").write_text("this is not a notebook {")
-    # A cell that raises after the derive cell (the 5th code cell), and a notebook that runs but saves nothing.
+    # An exercise cell that raises, and a notebook that has none of the course's cells.
     broken = nbformat.from_dict(original)
-    broken.cells.insert(6, nbformat.v4.new_code_cell("raise RuntimeError('boom')"))
+    _exercise_cell(broken).source = "raise RuntimeError('boom')"
     silent = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("PROFILE = 'auto'", metadata={"tags": ["parameters"]}),
                                              nbformat.v4.new_code_cell("print('hello')")], metadata=original.metadata)
     for student, nb in {"fu": broken, "gi": silent}.items():
@@ -191,7 +197,10 @@ def graded(tmp_path_factory):
     (root / "ha").mkdir()
     nbformat.write(silent, root / "ha" / "99_not_in_the_course.ipynb")
     out = root / "grades.csv"
-    code = main(["grade", str(root), "--out", str(out), "--timeout", "45", "--work", str(root / "work")])
+    from course_utils.classroom.sandbox import available
+
+    sandbox = [] if available()[0] else ["--no-sandbox"]
+    code = main(["grade", str(root), "--out", str(out), "--timeout", "45", "--work", str(root / "work"), *sandbox])
     with out.open() as fh:
         rows = {r["student"]: r for r in csv.DictReader(fh)}
     return code, rows, exercise_points(source)
@@ -204,7 +213,8 @@ def test_grade_full_marks_for_the_complete_notebook(graded):
     assert ada["status"] == "ok"
     assert float(ada["points"]) == float(ada["max_points"]) == sum(points.values()) > 0
     assert ada["checks_failed"] == ""
-    assert json.loads(ada["metrics"])["fgsm_accuracy_at_eps"] < json.loads(ada["metrics"])["clean_accuracy"]
+    reported = json.loads(ada["reported_metrics"])
+    assert reported["fgsm_accuracy_at_eps"] < reported["clean_accuracy"]
 
 
 def test_grade_zero_for_an_untouched_student_version(graded):
@@ -227,10 +237,14 @@ def test_grade_reports_timeout_and_malformed_files(graded):
     assert set(rows) == {"ada", "bo", "cy", "di", "ed", "fu", "gi", "ha"}, "one row per submission, none lost"
 
 
-def test_grade_reports_the_failing_cell_and_missing_results(graded):
+def test_grade_reports_the_failing_exercise_and_missing_exercises(graded):
+    """A raising exercise cell fails its check and is named; the rest of the course's notebook still runs.
+    A notebook without the course's cells gets the course's cells run, and no points."""
     rows = graded[1]
-    assert rows["fu"]["status"] == "error in cell 5" and rows["fu"]["error"] == "RuntimeError: boom"
-    assert rows["gi"]["status"] == "no results" and float(rows["gi"]["points"]) == 0
+    assert rows["fu"]["status"] == "ok" and float(rows["fu"]["points"]) == 0
+    assert rows["fu"]["error"] == "exercise fgsm: RuntimeError: boom"
+    assert rows["gi"]["status"] == "ok" and rows["gi"]["missing_exercises"] == "fgsm" and float(rows["gi"]["points"]) == 0
+    assert int(rows["gi"]["modified_cells"]) > 5
     assert rows["ha"]["status"] == "unknown notebook"
 
 

@@ -60,8 +60,11 @@ def _grade(args) -> int:
     from .grading import grade
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="grading-"))
-    rows = grade(Path(args.submissions), Path(args.out), work, args.profile, args.timeout)
-    print(f"\nwrote {len(rows)} rows to {args.out} (executed copies in {work}/)")
+    feedback = Path(args.feedback) if args.feedback else Path(args.out).parent / "feedback"
+    rows = grade(Path(args.submissions), Path(args.out), work, args.profile, args.timeout, workers=args.workers,
+                 scheduler=args.scheduler, resume=args.resume, sandbox=not args.no_sandbox, feedback_dir=feedback)
+    print(f"\nwrote {len(rows)} rows to {args.out}, feedback for each student in {feedback}/ "
+          f"(executed copies in {work}/)")
     return 0
 
 
@@ -97,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--timeout", type=float, default=600, help="seconds allowed per notebook (default 600)")
     grade.add_argument("--profile", choices=["fast", "full"], default="fast")
     grade.add_argument("--work", help="folder for executed copies (default: a new temporary folder)")
+    grade.add_argument("--workers", type=int, default=1, help="submissions graded at once on this machine (default 1)")
+    grade.add_argument("--scheduler", help="address of a Dask distributed scheduler to send the submissions to, "
+                                           "e.g. tcp://10.0.0.5:8786 (needs the 'dask' extra and a shared file system)")
+    grade.add_argument("--resume", action="store_true", help="keep the rows already in --out and grade only the rest")
+    grade.add_argument("--no-sandbox", action="store_true",
+                       help="run submissions without bubblewrap (only where it is missing, on purpose)")
+    grade.add_argument("--feedback", help="folder for one Markdown feedback file per student (default: feedback/ "
+                                          "beside the CSV)")
     grade.set_defaults(func=_grade)
 
     args = parser.parse_args(argv)

@@ -57,8 +57,10 @@ def read_notebook(path: Path) -> nbformat.NotebookNode | None:
         return None
 
 
-def _first_error(executed: Path) -> tuple[str, str]:
-    """(status, last line) of the first cell whose output is an error in an executed notebook."""
+def _first_error(executed: Path) -> tuple[str, str] | None:
+    """(status, last line) of the first cell whose output is an unexpected error in an executed notebook;
+    None if the notebook ran to its end with errors only in cells tagged "raises-exception" (the grader
+    tags the exercise cells so: a broken exercise fails its check, and the rest of the notebook runs)."""
     nb = read_notebook(executed)
     if nb is None:
         return "error", "the executed notebook could not be read back"
@@ -66,9 +68,13 @@ def _first_error(executed: Path) -> tuple[str, str]:
     code_cells = [c for c in nb.cells if c.cell_type == "code"
                   and "injected-parameters" not in c.metadata.get("tags", [])]
     for number, cell in enumerate(code_cells, start=1):
+        if "raises-exception" in cell.metadata.get("tags", []):
+            continue
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 return f"error in cell {number}", f"{out.get('ename', 'Error')}: {out.get('evalue', '')}".strip()
+    if code_cells and code_cells[-1].get("execution_count") is not None:
+        return None  # it ran to the end
     return "error", "papermill failed before any cell reported an error"
 
 
@@ -80,11 +86,13 @@ def execute_notebook(
     name: str | None = None,
     seed: int | None = None,
     env: dict[str, str] | None = None,
+    sandbox=None,
 ) -> Outcome:
     """Execute `source` with papermill into `out_dir` (cwd and results folder), within `timeout` seconds.
 
     `seed` is injected as the notebook's SEED parameter (its own default otherwise); `env` adds
-    environment variables for the kernel (e.g. another COURSE_CHECKPOINT_DIR)."""
+    environment variables for the kernel (e.g. another COURSE_CHECKPOINT_DIR). With a `sandbox.Sandbox`,
+    papermill and its kernel run inside it (the grader's case)."""
     name = name or source.stem
     start = time.perf_counter()
     if read_notebook(source) is None:
@@ -100,7 +108,12 @@ def execute_notebook(
            "--cwd", str(out_dir), "--no-progress-bar", "--kernel", "python3"]
     if seed is not None:
         cmd += ["-p", "SEED", str(int(seed))]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    popen = {}
+    if sandbox is not None:
+        cmd, popen = sandbox.argv(cmd), sandbox.popen_kwargs()
+        env.update(sandbox.environment())
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            **popen)
     try:
         log, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -109,9 +122,11 @@ def execute_notebook(
         return Outcome(name, "timeout", time.perf_counter() - start, f"still running after {timeout:g} s", output=executed)
     seconds = time.perf_counter() - start
     results = json.loads(results_file.read_text()) if results_file.is_file() else None
-    if proc.returncode != 0:
-        status, error = _first_error(executed) if executed.is_file() else ("error", _last_line(log))
-        return Outcome(name, status, seconds, error, results, executed)
+    failure = (_first_error(executed) if executed.is_file() else ("error", _last_line(log))) if proc.returncode else None
+    if failure is not None:
+        status, error = failure
+        limit = sandbox.status_of(proc.returncode, log.decode(errors="replace")) if sandbox is not None else None
+        return Outcome(name, limit or status, seconds, error, results, executed)
     if results is None:
         return Outcome(name, "no results", seconds, f"the notebook wrote no {results_file.name}", None, executed)
     return Outcome(name, "ok", seconds, "", results, executed)
