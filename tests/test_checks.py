@@ -263,3 +263,28 @@ def test_pixelate_check_passes_the_reference_and_names_mistakes(capsys):
     for broken, hint in ((bilinear, "mode='area'"), (no_upsample, "resize back"), (in_place, "in place")):
         assert check_pixelate(broken) is False
         assert hint in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- answers that game the checks
+def _zero_the_model_then(result):
+    """An 'attack' that zeroes the model, so a reference computed on it afterwards agrees with anything."""
+    def fn(model, x, *args, **kwargs):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+        return result(x)
+    return fn
+
+
+@pytest.mark.parametrize("check,fn", [
+    (check_fgsm, _zero_the_model_then(lambda x: x.detach().clone())),
+    (check_pgd, _zero_the_model_then(lambda x: x.detach().clone())),
+    (check_white_box_vs_transfer, lambda model, surrogate, x, y, attack: (float("nan"), float("nan"))),
+    (check_fgsm, lambda model, x, y, eps: torch.full_like(x, float("nan"))),
+])
+def test_checks_are_not_fooled_by_nan_or_by_changing_the_model(check, fn, capsys):
+    """Found by a review of the grader: NaN passes every `abs(got − ref) > tol` test, and a reference
+    computed after the student's call on a model they zeroed agrees with a blank answer."""
+    assert check(fn) is False
+    out = capsys.readouterr().out
+    assert "NaN" in out or "changed the model's weights" in out, out

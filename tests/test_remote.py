@@ -4,16 +4,24 @@
    untouched student version fails it ("not implemented yet");
 2. forgeries from inside the student's function fail the check and leave this process alone;
 3. what is mirrored: in-place updates, gradients, train/eval flags, optimizer state, callbacks that
-   run here on the originals (identity kept), gradients through a callback, exceptions, the RNG.
+   run here on the originals (identity kept), gradients through a callback, exceptions, the RNG;
+4. what a hostile worker can cost this process is bounded: frames it forges that would take unbounded time or
+   memory to decode or to walk, virtual (stride-0) tensors, oversized frames, slow decoding, the Worker's total
+   time, callbacks and the autograd graphs they keep, linecache.
 
 No notebook is executed: the exercise cells are read from the notebooks and exec'd here.
 """
 import ast
+import contextlib
 import copy
+import io
 import linecache
 import re
+import signal
+import struct
 import time
 import traceback
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +33,7 @@ from torch import nn
 from course_utils import checks
 from course_utils.checks import fgsm as fgsm_checks
 from course_utils.checks import harness
+from course_utils.classroom import remote
 from course_utils.classroom.remote import RemoteError, Worker, WorkerFailed, dump_functions
 from course_utils.classroom.student import strip_solutions
 
@@ -441,3 +450,228 @@ def test_numpy_results_arrive_as_python_numbers(mirror):
     worker, _ = mirror
     assert worker.function("numpy_values")() == (1.5, [0, 1, 2], True)
     assert checks.check_loglog_fit(worker.function("loglog_fit")) is True
+
+
+# ---------------------------------------------------------------- 4. what a hostile worker can cost the checker
+
+HOSTILE = '''
+import os, time
+import torch
+
+
+def forge(data, *callbacks):  # write `data` (frames the test made) straight onto the protocol, then wait
+    from course_utils.classroom import remote
+    os.write(remote._CONN.wfd, data)
+    time.sleep(60)
+
+
+def echo(value):
+    return value
+
+
+def returns_virtual():  # a few bytes to send, 64 GB once copied
+    return torch.zeros(1).expand(10**9, 8)
+
+
+def calls_back(callback, n):
+    for _ in range(n):
+        callback()
+    return n
+
+
+def differentiates(objective, x, n):
+    x = x.clone().requires_grad_(True)
+    for _ in range(n):
+        objective(x)  # each result's graph is kept in the checker until the call ends
+    return n
+
+
+def raises_in(filename):
+    import linecache
+    source = "\\n" * 500 + "raise ValueError('deep in ' + FILE)\\n"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # the student's line
+    exec(compile(source, filename, "exec"), {"FILE": filename})
+'''
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    with Worker(functions_file(tmp_path_factory.mktemp("hostile"), HOSTILE, "hostile"), timeout=10) as worker:
+        yield worker
+
+
+@contextlib.contextmanager
+def within(seconds: float):
+    """Fail, instead of hanging, where the checker would loop in Python for ever (SIGALRM cannot stop a C loop)."""
+    def expire(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def framed(payload: bytes) -> bytes:
+    return struct.pack(">Q", len(payload)) + payload
+
+
+def saved(message, **options) -> bytes:
+    buf = io.BytesIO()
+    torch.save(message, buf, **options)
+    return buf.getvalue()
+
+
+def returning(value) -> dict:  # the worker's answer to a call with no handle objects
+    return {"kind": "return", "value": value, "states": [], "rng": torch.get_rng_state()}
+
+
+def calling_back(*args) -> dict:  # the worker's callback of the call's only object, a callable
+    return {"kind": "callback", "index": 0, "grad": False, "args": args, "kwargs": {}, "inputs": [],
+            "states": [None], "rng": torch.get_rng_state()}
+
+
+def shared(depth: int = 64) -> list:  # a few hundred bytes once pickled (memo references), 2**64 leaves as a tree
+    v = []
+    for _ in range(depth):
+        v = [v, v]
+    return v
+
+
+def rezipped(archive: bytes, compression=zipfile.ZIP_STORED, pickled: bytes | None = None) -> bytes:
+    """`archive` (a torch.save one) written again by Python's zipfile, compressed or with another data.pkl."""
+    source, out = zipfile.ZipFile(io.BytesIO(archive)), io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression) as z:
+        for info in source.infolist():
+            z.writestr(info.filename, pickled if pickled and info.filename.endswith("/data.pkl") else source.read(info))
+    return out.getvalue()
+
+
+def hashed_while_decoding(depth: int = 28) -> bytes:
+    """{t: 1} with t = (t1, t1), t1 = (t2, t2)...: linear to pickle by hand, 2**depth leaves to hash as a dict key
+    (at 64, for ever, in C, where no signal stops it)."""
+    ops = [b"\x80\x02}", b")q\x00"]  # PROTO 2, EMPTY_DICT, EMPTY_TUPLE, BINPUT 0
+    ops += [b"h" + bytes([i]) + b"\x86q" + bytes([i + 1]) for i in range(depth)]  # BINGET i, TUPLE2, BINPUT i + 1
+    return rezipped(saved({}), pickled=b"".join(ops) + b"K\x01s.")  # BININT1 1, SETITEM, STOP
+
+
+class Materialised:  # torch's weights-only unpickler calls this while decoding: .to(float64) of a stride-0 tensor
+    def __reduce__(self):
+        return (torch._utils._rebuild_device_tensor_from_cpu_tensor,
+                (torch.zeros(1).expand(10**4, 10**3), torch.float64, "cpu", False))
+
+
+class Allocated:  # bytearray(n): n bytes, zeroed, while decoding
+    def __reduce__(self):
+        return (bytearray, (10**6,))
+
+
+def test_a_shared_structure_is_refused_before_it_is_walked(hostile):
+    for message, callbacks in ((returning(shared()), ()), (calling_back(shared()), (lambda *a: None,))):
+        started = time.monotonic()
+        with within(20), pytest.raises(WorkerFailed, match="more than 100,000 values in one message"):
+            hostile.function("forge")(framed(saved(message)), *callbacks)
+        assert time.monotonic() - started < 10
+
+
+def test_virtual_tensors_are_refused(hostile):
+    with pytest.raises(WorkerFailed, match=r"sent a tensor of 8,000,000,000 elements"):
+        hostile.function("forge")(framed(saved(returning(torch.zeros(1).expand(10**9, 8)))))
+    assert remote.MAX_TENSOR_ELEMENTS == 10_000_000 and remote.MAX_MESSAGE_ELEMENTS == 50_000_000
+    # the same check decodes every frame: callback arguments, and the elements of a whole message
+    with pytest.raises(ValueError, match=r"a tensor of 8,000,000,000 elements"):
+        remote._plain(saved(calling_back(torch.zeros(1).expand(10**9, 8))))
+    with pytest.raises(ValueError, match=r"more than 50,000,000 elements in all"):
+        remote._plain(saved(returning([torch.zeros(1).expand(9 * 10**6)] * 6)))  # each one within the limit
+    # and a student who returns one (without forging anything) is told why
+    with pytest.raises(WorkerFailed, match=r"returned a Tensor, which the grader cannot receive.*8,000,000,000"):
+        hostile.function("returns_virtual")()
+    assert torch.equal(hostile.function("echo")(torch.zeros(1).expand(10, 3)), torch.zeros(10, 3))  # small: fine
+
+
+COSTLY_TO_DECODE = {
+    "materialises a stride-0 tensor": lambda: saved(returning(Materialised())),
+    "allocates a bytearray": lambda: saved(returning(Allocated())),
+    "a sparse tensor": lambda: saved(returning(torch.sparse_coo_tensor([[0]], [1.0], (10**9,), check_invariants=True))),
+    "compressed, as a zip bomb is": lambda: rezipped(saved(returning([1, 2])), zipfile.ZIP_DEFLATED),
+    "in torch's legacy format": lambda: saved(returning([1, 2]), _use_new_zipfile_serialization=False),
+    "hashes a shared tuple": hashed_while_decoding,
+    "takes long to decode": lambda: rezipped(saved({}), pickled=b"\x80\x02](" + b"N" * 1_100_000 + b"e."),
+}
+
+
+@pytest.mark.parametrize("name", list(COSTLY_TO_DECODE))
+def test_frames_that_cost_while_decoding_are_refused_undecoded(name):
+    """torch.load(weights_only=True) accepts each of these, and spends on it while decoding, before any check."""
+    frame = COSTLY_TO_DECODE[name]()
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="not plain data|a message of more than 1,000,000 pickle opcodes"):
+        remote._plain(frame)
+    assert time.monotonic() - started < 1
+
+
+def test_a_frame_that_costs_while_decoding_fails_the_call(hostile):
+    with pytest.raises(WorkerFailed, match=r"not plain data \(it names torch._utils._rebuild_device_tensor_from_cpu"):
+        hostile.function("forge")(framed(saved(returning(Materialised()))))
+    assert hostile.function("echo")([1, (2.5, "x"), {"k": None}]) == [1, (2.5, "x"), {"k": None}]
+
+
+def test_a_frame_over_16_mib_is_refused_unread(hostile):
+    started = time.monotonic()
+    with pytest.raises(WorkerFailed, match=f"a frame of {(16 << 20) + 1} bytes announced"):
+        hostile.function("forge")(struct.pack(">Q", (16 << 20) + 1))
+    assert time.monotonic() - started < 5
+    assert remote.MAX_FRAME == 16 << 20
+
+
+def test_decoding_counts_against_the_deadline(tmp_path, monkeypatch):
+    with Worker(functions_file(tmp_path, HOSTILE), timeout=1) as worker:
+        assert worker.function("echo")(1) == 1  # started and ready: from now on, only the call's deadline
+        plain = remote._plain
+
+        def slow(frame):
+            time.sleep(1.5)
+            return plain(frame)
+
+        monkeypatch.setattr(remote, "_plain", slow)
+        with pytest.raises(WorkerFailed, match="took longer than 1 s running"):
+            worker.function("echo")(1)
+
+
+def test_a_worker_has_a_total_time_callbacks_and_restarts_included(tmp_path):
+    started = time.monotonic()
+    with Worker(functions_file(tmp_path, HOSTILE), timeout=30, total_timeout=3) as worker:
+        with pytest.raises(WorkerFailed, match="used up its total time of 3 s"):
+            worker.function("calls_back")(lambda: time.sleep(0.2), 100)  # 20 s of callbacks, none the worker's
+        assert 3 <= time.monotonic() - started < 6
+        again = time.monotonic()
+        with pytest.raises(WorkerFailed, match="used up its total time of 3 s"):
+            worker.function("echo")(1)  # at once: no restart
+        assert time.monotonic() - again < 0.5
+
+
+def test_callbacks_and_the_graphs_they_keep_are_bounded_per_call(hostile, monkeypatch):
+    monkeypatch.setattr(remote, "MAX_CALLBACKS", 5)
+    calls = []
+    with pytest.raises(WorkerFailed, match="called back more than 5 times in one call"):
+        hostile.function("calls_back")(lambda: calls.append(1), 10)
+    assert len(calls) == 5
+    assert hostile.function("calls_back")(lambda: calls.append(1), 5) == 5  # the count is per call
+    monkeypatch.setattr(remote, "MAX_RETAINED_ELEMENTS", 1000)
+    objective = lambda x: x * 2  # noqa: E731 - 300 elements of result and 300 of input kept per call
+    assert hostile.function("differentiates")(objective, torch.rand(300), 1) == 1
+    with pytest.raises(WorkerFailed, match="kept autograd graphs of more than 1,000 elements in one call"):
+        hostile.function("differentiates")(objective, torch.rand(300), 2)
+
+
+def test_linecache_does_not_grow_with_calls(hostile):
+    raises_in = hostile.function("raises_in")
+    for i in range(50):  # each from a file name of its own
+        with pytest.raises(ValueError, match=f"deep in <file {i}>") as info:
+            raises_in(f"<file {i}>")
+    assert traceback.extract_tb(info.value.__traceback__)[-1].line == "raise ValueError('deep in ' + FILE)"
+    ours = [name for name in linecache.cache if name.startswith("<worker> ")]
+    assert "<worker> <file 49>" in ours and len(ours) <= 32, len(ours)

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .harness import CheckFailed, report, require_untouched_parameter_grads
+from .harness import CheckFailed, report, require_same_weights, require_untouched_parameter_grads, weights
 
 
 def _linear_logit(seed: int, d: int = 12) -> tuple[nn.Module, torch.Tensor]:
@@ -32,7 +32,9 @@ def check_maximise(maximise: Callable) -> bool:
             model, w = _linear_logit(seed)
             objective = lambda m, x: m(x)[:, 0]
             start = torch.full((2, 1, 3, 4), 0.5)
+            before = weights(model)
             got = maximise(model, objective, start.clone(), 100, 0.2)
+            require_same_weights(model, before)
             if not isinstance(got, torch.Tensor) or got.shape != start.shape:
                 raise CheckFailed(f"returned {type(got).__name__} {tuple(getattr(got, 'shape', ()))}, expected a batch shaped like x_start {tuple(start.shape)}",
                                   "return the final images, one per starting image")

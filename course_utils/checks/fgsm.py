@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .harness import CheckFailed, linear_case, report, require_linf_attack_output
+from .harness import CheckFailed, linear_case, report, require_linf_attack_output, require_same_weights, weights
 
 
 def fgsm_closed_form(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
@@ -28,7 +28,9 @@ def check_fgsm(fgsm: Callable) -> bool:
         for seed, eps in [(0, 0.1), (1, 0.25), (2, 0.0)]:
             model, x, y = linear_case(seed)
             expected = fgsm_closed_form(model, x, y, eps)
+            before = weights(model)
             got = fgsm(model, x.clone(), y.clone(), eps)
+            require_same_weights(model, before)
             require_linf_attack_output("fgsm", got, x, eps, model)
             if not torch.allclose(got, expected, atol=1e-5):
                 wrong_sign = torch.allclose(got, fgsm_closed_form(model, x, y, -eps), atol=1e-5)  # x0 − ε·sign(∇), clipped

@@ -7,6 +7,7 @@ in its results JSON (the grader reads it). A check never raises: an unfinished e
 """
 from __future__ import annotations
 
+import math
 import traceback
 from typing import Callable
 
@@ -54,6 +55,25 @@ def linear_case(seed: int = 0, n: int = 6, d: int = 8, classes: int = 3):
     return model, x, y
 
 
+def weights(model: nn.Module) -> list[torch.Tensor]:
+    """A copy of the model's parameters and buffers, to show later that a function left them alone."""
+    return [t.detach().clone() for t in model.state_dict().values()]
+
+
+def require_same_weights(model: nn.Module, before: list[torch.Tensor]) -> None:
+    """Raise `CheckFailed` if the student's function changed the model's weights: an attack or a measurement
+    reads the model, and a check that computed its reference on a changed model would be fooled."""
+    if any(not torch.equal(a, b) for a, b in zip(before, model.state_dict().values())):
+        raise CheckFailed("your function changed the model's weights", "read the model, never write to its parameters")
+
+
+def require_finite(name: str, value) -> None:
+    """Raise `CheckFailed` for NaN or infinite numbers, which pass every `>` and `<` test unnoticed."""
+    values = value.detach().flatten().tolist() if isinstance(value, torch.Tensor) else [value]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        raise CheckFailed(f"{name} contains NaN or infinite values", "return finite numbers")
+
+
 def require_untouched_parameter_grads(model: nn.Module, hint: str) -> None:
     """Raise `CheckFailed` if the student's function left gradients on the model's parameters."""
     if any(p.grad is not None for p in model.parameters()):
@@ -65,6 +85,8 @@ def require_linf_attack_output(name: str, x_adv, x: torch.Tensor, eps: float, mo
     `eps` around it and in [0, 1], made without touching the model's parameter gradients."""
     if not isinstance(x_adv, torch.Tensor):
         raise CheckFailed(f"{name} returned {type(x_adv).__name__}, not a tensor", "return the adversarial batch")
+    if not bool(torch.isfinite(x_adv).all()):
+        raise CheckFailed(f"{name} returned NaN or infinite pixels", "return the adversarial batch, in [0, 1]")
     if x_adv.shape != x.shape:
         raise CheckFailed(f"output shape {tuple(x_adv.shape)} differs from the input's {tuple(x.shape)}")
     if x_adv.requires_grad:

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 
 from .fgsm import fgsm_closed_form
-from .harness import CheckFailed, linear_case, report
+from .harness import CheckFailed, linear_case, report, require_finite, require_same_weights, weights
 
 
 def check_white_box_vs_transfer(fn: Callable) -> bool:
@@ -23,10 +23,15 @@ def check_white_box_vs_transfer(fn: Callable) -> bool:
             white = ((model(attack(model, x, y)).argmax(1) == y) & clean_ok).float().mean().item()
             transfer = ((model(attack(surrogate, x, y)).argmax(1) == y) & clean_ok).float().mean().item()
             transfer_any = (model(attack(surrogate, x, y)).argmax(1) == y).float().mean().item()
+        before = weights(model), weights(surrogate)
         got = fn(model, surrogate, x.clone(), y.clone(), attack)
+        require_same_weights(model, before[0])
+        require_same_weights(surrogate, before[1])
         if not (isinstance(got, (tuple, list)) and len(got) == 2):
             raise CheckFailed("return a pair (white_box_accuracy, transfer_accuracy)")
         got_white, got_transfer = (float(v) for v in got)
+        require_finite("the pair you returned", got_white)
+        require_finite("the pair you returned", got_transfer)
         if abs(got_white - transfer) < 1e-6 and abs(got_transfer - white) < 1e-6 and white != transfer:
             raise CheckFailed("the two numbers are swapped", "return (white-box, transfer) in that order")
         if abs(got_white - white) > 1e-6:

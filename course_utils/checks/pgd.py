@@ -11,7 +11,7 @@ from ..attacks import fgsm as reference_fgsm
 from ..attacks import pgd as reference_pgd
 from ..attacks import project_linf as reference_project_linf
 from .fgsm import fgsm_closed_form
-from .harness import CheckFailed, linear_case, report, require_linf_attack_output
+from .harness import CheckFailed, linear_case, report, require_linf_attack_output, require_same_weights, weights
 
 
 def check_project_linf(project: Callable) -> bool:
@@ -45,7 +45,9 @@ def check_pgd(pgd: Callable) -> bool:
     def body() -> str:
         # 1. One step of size ε from x0 is exactly FGSM.
         model, x, y = linear_case(3)
+        before = weights(model)
         got = pgd(model, x.clone(), y.clone(), 0.1, 0.1, 1, random_start=False)
+        require_same_weights(model, before)
         require_linf_attack_output("pgd", got, x, 0.1, model)
         if not torch.allclose(got, fgsm_closed_form(model, x, y, 0.1), atol=1e-5):
             raise CheckFailed("with steps=1, alpha=ε and no random start, PGD should equal FGSM",
@@ -61,7 +63,9 @@ def check_pgd(pgd: Callable) -> bool:
         xs = torch.rand(64, 1, 4, 4, generator=g)
         ys = torch.randint(0, 4, (64,), generator=g)
         eps = 0.3
+        before = weights(net)
         got = pgd(net, xs.clone(), ys.clone(), eps, eps / 4, 20, random_start=True)
+        require_same_weights(net, before)
         require_linf_attack_output("pgd", got, xs, eps, net)
         with torch.no_grad():
             loss_pgd = F.cross_entropy(net(got), ys).item()

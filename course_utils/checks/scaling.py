@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..scaling import input_gradient_l1 as reference_l1
-from .harness import CheckFailed, linear_case, report, require_untouched_parameter_grads
+from .harness import CheckFailed, linear_case, report, require_same_weights, require_untouched_parameter_grads, weights
 
 
 def _l1_closed_form(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,7 +29,9 @@ def check_input_gradient_l1(input_gradient_l1: Callable) -> bool:
         for seed in (0, 1):
             model, x, y = linear_case(seed, n=6, d=8, classes=3)
             g, expected = _l1_closed_form(model, x, y)
+            before = weights(model)
             got = input_gradient_l1(model, x.clone(), y.clone())
+            require_same_weights(model, before)
             if not isinstance(got, torch.Tensor):
                 raise CheckFailed(f"returned {type(got).__name__}, not a tensor", "return a tensor with one value per example")
             if got.shape != expected.shape:
@@ -64,7 +66,9 @@ def check_input_gradient_l1(input_gradient_l1: Callable) -> bool:
             net = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 4))
         xs = torch.rand(5, 1, 3, 4, generator=g_)
         ys = torch.randint(0, 4, (5,), generator=g_)
+        before = weights(net)
         got = input_gradient_l1(net, xs.clone(), ys.clone())
+        require_same_weights(net, before)
         if not torch.allclose(torch.as_tensor(got).detach().float(), reference_l1(net, xs, ys), rtol=1e-4, atol=1e-6):
             raise CheckFailed("right on a linear model but not on a small tanh network",
                               "compute the gradient at each example's own x, not at a fixed point")

@@ -51,7 +51,7 @@ def check_adversarial_training_step(step: Callable) -> bool:
         if not all(isinstance(v, (float, int)) or (isinstance(v, torch.Tensor) and v.numel() == 1) for v in losses):
             raise CheckFailed("the step should return the mini-batch loss as a number", "return loss.item()")
         if torch.allclose(params(got), params(expected), atol=1e-5):
-            if abs(float(losses[0]) - ref_losses[0]) > 1e-4:
+            if not abs(float(losses[0]) - ref_losses[0]) <= 1e-4:  # NaN fails too
                 raise CheckFailed(f"the returned loss {float(losses[0]):.4f} is not the adversarial loss {ref_losses[0]:.4f}",
                                   "return the cross-entropy on the attacked batch, computed before the update")
             return "updates θ on (attack(x), y*) with fresh gradients each step and returns the adversarial loss"

@@ -30,12 +30,12 @@ from pathlib import Path
 import nbformat
 
 from ..paths import checkpoint_dir
-from .runner import execute_notebook, find_notebooks, read_notebook
-from .submission import Exercise, assemble, exercises, functions_file
+from .runner import execute_notebook, find_notebooks, read_file, read_notebook
+from .submission import Exercise, assemble, exercise_name, exercises, functions_file
 
 COLUMNS = ["student", "notebook", "status", "error", "seconds", "points", "max_points", "checks_passed",
-           "checks_failed", "missing_exercises", "modified_cells", "check_messages", "reported_checks",
-           "reported_metrics"]
+           "checks_failed", "missing_exercises", "modified_cells", "uses_course_code", "check_messages",
+           "reported_checks", "reported_metrics"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,13 @@ def find_submissions(root: Path) -> list[tuple[str, Path]]:
     return sorted((p.parent.name, p) for p in root.glob("*/*.ipynb"))
 
 
+def _cell(text: str) -> str:
+    """Text as a spreadsheet shows it, not as a formula it would run (=HYPERLINK(…) in an error message)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def _row(student: str, notebook: str, status: str, error: str = "", seconds: float = 0.0, **fields) -> dict:
+    student, notebook, error = _cell(student), _cell(notebook), _cell(error)
     row = dict.fromkeys(COLUMNS, "")
     row.update(student=student, notebook=notebook, status=status, error=error, seconds=f"{seconds:.1f}",
                points="0", max_points="0")
@@ -85,6 +91,23 @@ def _seed_checkpoints(folder: Path) -> Path:
     return private
 
 
+def course_references(saved: Path) -> list[str]:
+    """The course_utils modules a saved functions file refers to, read from its pickle opcodes without
+    unpickling anything: a function that merely calls the reference implementation is not a forgery of
+    the grader (the check cannot tell it from a solution), but the grader should be able to see it."""
+    import pickletools
+
+    data = read_file(saved)
+    found = set()
+    try:
+        for op, arg, _ in pickletools.genops(data or b""):
+            if isinstance(arg, str) and arg.startswith("course_utils.") and "classroom" not in arg:
+                found.add(arg.split(" ")[0])
+    except Exception:  # a damaged file: the worker will fail to load it, and the check with it
+        pass
+    return sorted(found)
+
+
 def check_exercise(exercise: Exercise, folder: Path, sandbox, timeout: float) -> tuple[bool, str]:
     """Run the course's check on the saved functions of one exercise: (passed, the check's message).
 
@@ -100,7 +123,10 @@ def check_exercise(exercise: Exercise, folder: Path, sandbox, timeout: float) ->
     out = io.StringIO()
     prefix, popen, env = (), {}, None
     if sandbox is not None:
-        prefix, popen, env = sandbox.argv([]), sandbox.popen_kwargs(), dict(os.environ, **sandbox.environment())
+        from .sandbox import allowed_environment
+
+        prefix, popen = sandbox.argv([]), sandbox.popen_kwargs()
+        env = dict(allowed_environment(os.environ), **sandbox.environment())
     try:
         with Worker(saved, prefix=prefix, timeout=timeout, env=env, popen=popen, stderr=subprocess.DEVNULL) as worker, \
                 contextlib.redirect_stdout(out):
@@ -118,9 +144,10 @@ def grade_one(student: str, path: Path, course_path: Path, settings: Settings) -
     course = read_notebook(course_path)
     found = exercises(course)
     max_points = f"{sum(e.points for e in found):g}"
-    submitted = read_notebook(path)
+    submitted = read_notebook(path)  # never through a link: alice's link to bob's notebook is not alice's work
     if submitted is None:
-        return _row(student, name, "not a notebook", "the file is not a valid Jupyter notebook", max_points=max_points)
+        return _row(student, name, "not a notebook", "the file is not a valid Jupyter notebook (or a link, or larger "
+                    "than 64 MB)", max_points=max_points)
     folder = (settings.work_dir / student / name).resolve()
     shutil.rmtree(folder, ignore_errors=True)  # never grade what an earlier run left behind
     folder.mkdir(parents=True)
@@ -135,6 +162,7 @@ def grade_one(student: str, path: Path, course_path: Path, settings: Settings) -
     outcome = execute_notebook(source, folder, settings.profile, settings.timeout, name=name, env=env,
                                sandbox=sandbox)
     verdicts = {e.name: check_exercise(e, folder, sandbox, settings.check_timeout) for e in found}
+    references = sorted({r for e in found for r in course_references(functions_file(folder, e.name))})
     exercise_errors = _exercise_errors(outcome.output)
     error = "; ".join(exercise_errors + ([outcome.error] if outcome.error else []))
     status = outcome.status
@@ -151,6 +179,7 @@ def grade_one(student: str, path: Path, course_path: Path, settings: Settings) -
         points=f"{sum(e.points for e in found if e.name in passed):g}", max_points=max_points,
         checks_passed=";".join(passed), checks_failed=";".join(sorted(set(verdicts) - set(passed))),
         missing_exercises=";".join(missing), modified_cells=str(differ) if differ else "",
+        uses_course_code=";".join(references),
         check_messages="\n".join(message for _, message in verdicts.values()),
         reported_checks=json.dumps(reported.get("checks", {}), sort_keys=True) if reported else "",
         reported_metrics=json.dumps(reported.get("metrics", {}), sort_keys=True) if reported else "",
@@ -162,11 +191,19 @@ def _exercise_errors(executed: Path | None) -> list[str]:
     nb = read_notebook(executed) if executed is not None and executed.is_file() else None
     errors = []
     for cell in nb.cells if nb is not None else []:
-        name = cell.metadata.get("course", {}).get("exercise")
+        name = exercise_name(cell)
         for out in cell.get("outputs", []) if name else []:
             if out.get("output_type") == "error":
                 errors.append(f"exercise {name}: {out.get('ename', 'Error')}: {out.get('evalue', '')}".rstrip(": "))
     return errors
+
+
+def grade_safely(student: str, path: Path, course_path: Path | None, settings: Settings) -> dict:
+    """`grade_one`, but whatever goes wrong becomes this submission's row: the batch always goes on."""
+    try:
+        return grade_one(student, path, course_path, settings)
+    except Exception as err:  # a bug of ours, or a submission we did not foresee: record it, keep going
+        return _row(student, path.stem, "internal error", f"{type(err).__name__}: {err}"[:500])
 
 
 def _done(out_csv: Path) -> list[dict]:
@@ -182,18 +219,18 @@ def _results(tasks, workers: int, scheduler: str | None):
         from distributed import Client, as_completed
 
         with Client(scheduler) as client:
-            for future in as_completed([client.submit(grade_one, *t, pure=False) for t in tasks]):
+            for future in as_completed([client.submit(grade_safely, *t, pure=False) for t in tasks]):
                 yield future.result()
     elif workers > 1:
         import concurrent.futures as cf
         import multiprocessing as mp
 
         with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            for future in cf.as_completed([pool.submit(grade_one, *t) for t in tasks]):
+            for future in cf.as_completed([pool.submit(grade_safely, *t) for t in tasks]):
                 yield future.result()
     else:
         for t in tasks:
-            yield grade_one(*t)
+            yield grade_safely(*t)
 
 
 def grade(submissions: Path, out_csv: Path, work_dir: Path, profile: str = "fast", timeout: float = 600, *,
@@ -221,7 +258,13 @@ def grade(submissions: Path, out_csv: Path, work_dir: Path, profile: str = "fast
     rows = _done(out_csv) if resume else []
     done = {(r["student"], r["notebook"]) for r in rows}
     todo = [(s, p) for s, p in entries if (s, p.stem) not in done]
-    hidden = tuple(sorted({submissions.resolve(), work_dir.resolve(), out_csv.resolve()}))
+    # Hidden from every submission: the others' work, the grades, earlier feedback, the course's solutions
+    # (its notebooks and their history); the course package and its data are bound back by the sandbox.
+    from ..paths import notebooks_dir, repo_root
+
+    hidden = {submissions.resolve(), work_dir.resolve(), out_csv.resolve().parent, notebooks_dir().resolve(),
+              (repo_root() / ".git").resolve()} | ({feedback_dir.resolve()} if feedback_dir is not None else set())
+    hidden = tuple(sorted(p for p in hidden if p.exists() or p == out_csv.resolve().parent))
     threads = max(1, (os.cpu_count() or 1) // workers) if (workers > 1 or scheduler) else None
     settings = Settings(work_dir.resolve(), profile, timeout, sandbox=sandbox, hidden=hidden, threads=threads)
     tasks = [(s, p.resolve(), course.get(p.name), settings) for s, p in todo]
@@ -261,7 +304,7 @@ def write_feedback(rows: list[dict], folder: Path) -> list[Path]:
         lines = [f"# Feedback for {student}", ""]
         for row in sorted(theirs, key=lambda r: r["notebook"]):
             lines += [f"## {row['notebook']}: {row['points']}/{row['max_points']} points", "",
-                      f"- status: {row['status']}" + (f" — {row['error']}" if row["error"] else "")]
+                      f"- status: {row['status']}" + (f" — `{' '.join(row['error'].split())}`" if row["error"] else "")]
             if row["missing_exercises"]:
                 lines.append(f"- no cell found for: {row['missing_exercises'].replace(';', ', ')} "
                              "(keep the exercise cells of the student version, and their metadata)")

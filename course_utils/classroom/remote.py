@@ -39,6 +39,10 @@ re-raised in the checker with its type name, message and the student's line: bui
 types as themselves (`NotImplementedError` stays `NotImplementedError`), others as a `RemoteError`
 subclass of the same name. A worker that dies, exits, hangs past `timeout` (its process group is
 killed) or sends a bad frame makes the call raise `WorkerFailed`; the next call starts a fresh worker.
+So does one that sends what would cost the checker unbounded time or memory, though torch.load would take
+it: the MAX_* limits below (frame size, values and nesting of a message, tensor elements, pickle opcodes,
+callbacks and the autograd graphs they keep per call), and a Worker's `total_timeout`, after which every call
+fails at once.
 A sandbox that starts a new session (bwrap `--new-session`) leaves that process group: give it
 `--die-with-parent` (and `--unshare-pid`) so that killing it ends everything inside.
 """
@@ -49,6 +53,7 @@ import io
 import linecache
 import os
 import pickle
+import pickletools
 import re
 import select
 import signal
@@ -66,7 +71,17 @@ import cloudpickle
 # torch is imported inside the functions that use it: the classroom package stays free of torch at import.
 
 _HEADER = struct.Struct(">Q")  # frame length, then the payload
-MAX_FRAME = 256 << 20  # a worker announcing more is broken or hostile: never allocate it
+MAX_FRAME = 16 << 20  # a worker announcing more is broken or hostile: never allocate it (the course's messages are KBs)
+# What one worker message may cost the checker. Memo references let a few bytes decode into a shared structure whose
+# tree walk (resolve, apply, an optimizer's load_state_dict, ==, print) never ends, and a stride-0 tensor of a few
+# bytes into one that allocates tens of GB once it is used or copied; decoding itself is pure Python.
+MAX_NODES = 100_000  # values (containers, atoms, tensors) a tree walk of one message visits, repeats included
+MAX_DEPTH = 100  # nesting of one message: walks recurse
+MAX_OPS = 10 * MAX_NODES  # pickle opcodes of one message: what decoding it costs
+MAX_TENSOR_ELEMENTS = 10_000_000  # elements of one tensor, by its shape (what using or copying it allocates)
+MAX_MESSAGE_ELEMENTS = 50_000_000  # elements of all the tensors of one message, repeats included
+MAX_CALLBACKS = 10_000  # callbacks in one call: each may keep an autograd graph until the call ends
+MAX_RETAINED_ELEMENTS = MAX_MESSAGE_ELEMENTS  # elements of the results and inputs of the graphs one call keeps
 _HANDLE = "__remote_handle__"  # worker → checker: {_HANDLE: [i, k]} is handle i (k < 0), or its k-th parameter
 _SOURCES = "__sources__"  # optional key of the functions file: {name: source of its cell}, for the student's line
 _CONN = None  # the worker's connection, while this process is a worker
@@ -85,6 +100,10 @@ class WorkerFailed(RemoteError):
 
 class _Timeout(Exception):
     pass
+
+
+class _Refused(ValueError):
+    """A worker frame that the checker will not decode or use: its message says what the worker sent."""
 
 
 # ---------------------------------------------------------------- frames (both sides)
@@ -131,12 +150,210 @@ def _write_frame(fd: int, payload: bytes, deadline: float | None = None) -> None
 
 
 def _plain(frame: bytes):
-    """The only way the checker reads the worker's bytes: plain data or an exception, never code."""
+    """The only way the checker reads the worker's bytes: plain data or an exception, never code. What torch's
+    weights-only unpickler accepts is not enough: some of it costs unbounded time or memory while decoding, so the
+    archive and its pickle are checked first, and the decoded value before anyone walks it."""
     import torch
 
+    _scan(_pickle_of(frame))
     with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise a worker could make at will
         warnings.simplefilter("ignore")
-        return torch.load(io.BytesIO(frame), weights_only=True, map_location="cpu")
+        value = torch.load(io.BytesIO(frame), weights_only=True, map_location="cpu")
+    _vet(value)
+    return value
+
+
+def _refuse_unless(ok: bool, what: str) -> None:
+    if not ok:
+        raise _Refused(what)
+
+
+_ZIP_END = struct.Struct("<4s4xHHII2s")  # signature, entries on disk and in all, directory size and offset, comment
+_ZIP64_LOCATOR = struct.Struct("<4sIQI")  # signature, disk, where the zip64 end record is, disks
+_ZIP64_END = struct.Struct("<4sQ28xQQ")  # signature, its size after this field, directory size and offset
+
+
+def _pickle_of(frame: bytes) -> bytes:
+    """The pickle of a torch.save archive, once nothing in the archive can grow while torch reads it: torch.load
+    inflates compressed records (a zip bomb) and reads anything that is not a zip in its legacy format."""
+    import zipfile
+
+    import torch
+
+    not_plain = "something that is not plain data (not an archive of torch.save"
+    _refuse_unless(frame[:4] == b"PK\x03\x04" and len(frame) >= 128 and _one_directory(frame), not_plain + ")")
+    try:
+        records = zipfile.ZipFile(io.BytesIO(frame)).infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError) as err:
+        raise _Refused(f"{not_plain}: {err})"[:300]) from None
+    names = [r.filename.lower() for r in records]  # lower: miniz may look names up without case
+    _refuse_unless(len(set(names)) == len(names), not_plain + ": records named twice)")
+    _refuse_unless(all(r.compress_type == zipfile.ZIP_STORED and r.file_size == r.compress_size for r in records)
+                   and sum(r.file_size for r in records) <= len(frame), not_plain + ": compressed records)")
+    return torch._C.PyTorchFileReader(io.BytesIO(frame)).get_record("data.pkl")  # torch's own reader: its bytes
+
+
+def _one_directory(frame: bytes) -> bool:
+    """Whether the zip's central directory lies right before its end records, as torch.save writes it: its end
+    record last (no comment), then the zip64 end record and locator if any, agreeing. Then Python's zipfile (in
+    `_pickle_of`) and miniz (in torch), which look for them differently, read the same directory."""
+    end = len(frame) - _ZIP_END.size
+    signature, _, _, size, offset, comment = _ZIP_END.unpack_from(frame, end)
+    if signature != b"PK\x05\x06" or comment != b"\0\0":
+        return False
+    locator = end - _ZIP64_LOCATOR.size
+    if frame[locator:locator + 4] != b"PK\x06\x07":
+        return offset + size == end
+    record = locator - _ZIP64_END.size  # where Python looks; miniz goes where the locator says
+    _, _, located, _ = _ZIP64_LOCATOR.unpack_from(frame, locator)
+    signature, rest, size64, offset64 = _ZIP64_END.unpack_from(frame, record)
+    return (located == record and signature == b"PK\x06\x06" and rest == _ZIP64_END.size - 12
+            and (size64, offset64) == (size, offset) and offset + size == record)
+
+
+# The globals a frame may name: what torch.save writes for plain tensors, and a few harmless value types. torch's
+# weights-only list is longer, and some of it allocates while decoding: _rebuild_device_tensor_from_cpu_tensor
+# materialises a stride-0 tensor, bytearray(n) and UntypedStorage(n) take n bytes; the grader's process may add more.
+_GLOBALS = {("torch._utils", "_rebuild_tensor_v2"), ("collections", "OrderedDict"), ("torch", "Size"),
+            ("torch", "device"), ("builtins", "complex"), ("__builtin__", "complex")}
+_STORAGE = re.compile(r"(?!Typed|Untyped)[A-Z]\w*Storage")  # the legacy typed storages, which torch.save names
+# The tags of atoms on `_scan`'s simulated stack, by opcode: the hashable values that cost little to hash.
+_ATOMS = {"BININT": "int", "BININT1": "int", "BININT2": "int", "LONG1": "int", "BINUNICODE": "str",
+          "SHORT_BINSTRING": "str", "NONE": "atom", "NEWTRUE": "atom", "NEWFALSE": "atom", "BINFLOAT": "atom"}
+_ATOM_TAGS = frozenset(_ATOMS.values())
+
+
+def _allowed_global(module: str, name: str) -> bool:
+    import torch
+
+    if (module, name) in _GLOBALS:
+        return True
+    # vars, not getattr: torch's module __getattr__ would import submodules for unknown names
+    return module == "torch" and (_STORAGE.fullmatch(name) is not None
+                                  or isinstance(vars(torch).get(name), torch.dtype))
+
+
+def _scan(pickled: bytes) -> None:
+    """Refuse a pickle that would cost unbounded time or memory while torch decodes it, by simulating the
+    unpickler's stack with tags instead of values (a tuple's tag is the tuple of its items' tags, shared as the
+    items are: linear). Besides the globals, it refuses what hashes a structure while decoding (a memo-shared tuple
+    of 2^64 leaves takes forever to hash, uninterruptibly): only atoms may be dict keys or storage keys."""
+
+    def atom(tag) -> bool:  # not `tag in _ATOM_TAGS`: that would hash a tuple of tags, which is the danger
+        return type(tag) is str and tag in _ATOM_TAGS
+
+    stack, marks, memo = [], [], {}
+    not_plain = "something that is not plain data ({})".format
+
+    def pop_mark() -> list:
+        nonlocal stack
+        items, stack = stack, marks.pop()
+        return items
+
+    try:
+        for count, (op, arg, _) in enumerate(pickletools.genops(pickled)):
+            _refuse_unless(count < MAX_OPS, f"a message of more than {MAX_OPS:,} pickle opcodes")
+            name = op.name
+            if name in _ATOMS:
+                stack.append(_ATOMS[name])
+            elif name == "GLOBAL":
+                module, _, attr = arg.partition(" ")
+                _refuse_unless(_allowed_global(module, attr), not_plain(f"it names {module}.{attr}"))
+                stack.append(("global", module, attr))
+            elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"):
+                stack.append(name)
+            elif name == "EMPTY_TUPLE":
+                stack.append(())
+            elif name == "MARK":
+                marks.append(stack)
+                stack = []
+            elif name == "TUPLE":
+                items = tuple(pop_mark())  # first: it rebinds `stack`
+                stack.append(items)
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                n = int(name[-1])
+                _refuse_unless(len(stack) >= n, not_plain("a malformed pickle"))
+                stack[-n:] = [tuple(stack[-n:])]
+            elif name == "APPEND":
+                stack.pop()
+            elif name == "APPENDS":
+                pop_mark()
+            elif name == "SETITEM":
+                stack.pop()
+                _refuse_unless(atom(stack.pop()), not_plain("a dict key that is not a string or a number"))
+            elif name == "SETITEMS":
+                _refuse_unless(all(atom(k) for k in pop_mark()[::2]),
+                               not_plain("a dict key that is not a string or a number"))
+            elif name == "REDUCE":
+                args = stack.pop()
+                _refuse_unless(stack[-1] != ("global", "collections", "OrderedDict") or args == (),
+                               not_plain("an OrderedDict made from items"))  # it would hash their keys
+                stack[-1] = "object"
+            elif name == "NEWOBJ":
+                del stack[-2:]
+                stack.append("object")
+            elif name == "BINPERSID":
+                # ("storage", storage type, key, location, numel): torch hashes the key and multiplies numel by
+                # the element size (a string would be repeated). Each tag is compared with a string, never with
+                # another tag: comparing two tuples of tags walks them.
+                pid = stack.pop()
+                _refuse_unless(type(pid) is tuple and len(pid) == 5 and pid[0] == "str" and atom(pid[2])
+                               and pid[3] == "str" and pid[4] == "int", not_plain("a malformed storage reference"))
+                stack.append("storage")
+            elif name in ("BINGET", "LONG_BINGET"):
+                stack.append(memo[arg])
+            elif name in ("BINPUT", "LONG_BINPUT"):
+                memo[arg] = stack[-1]
+            elif name == "STOP":
+                return
+            elif name != "PROTO":  # BUILD too: torch.save writes none for plain data
+                raise _Refused(not_plain(f"pickle opcode {name}"))
+    except _Refused:
+        raise
+    except Exception as err:  # genops' errors, a stack or memo that is not there
+        raise _Refused(not_plain(f"a malformed pickle: {type(err).__name__}: {err}"[:300])) from None
+    raise _Refused(not_plain("a malformed pickle: no STOP"))
+
+
+def _vet(value) -> None:
+    """Refuse a decoded message that is cheap to send but costly to use: more values than MAX_NODES when walked as a
+    tree (so a structure shared by memo references counts each time it is met), deeper than MAX_DEPTH, a tensor that
+    is not a plain dense CPU tensor, or more tensor elements than MAX_TENSOR_ELEMENTS and MAX_MESSAGE_ELEMENTS."""
+    import torch
+
+    nodes, elements, todo = 1, 0, [(value, 0)]
+    while todo:
+        v, depth = todo.pop()
+        if isinstance(v, (list, tuple, set, dict)):
+            items = [x for item in v.items() for x in item] if isinstance(v, dict) else list(v)
+            nodes += len(items)  # counted before they are stacked: the walk's own work stays within the budget
+            _refuse_unless(nodes <= MAX_NODES, f"more than {MAX_NODES:,} values in one message")
+            _refuse_unless(depth < MAX_DEPTH or not items, f"values nested more than {MAX_DEPTH} deep")
+            todo.extend((x, depth + 1) for x in items)
+        elif isinstance(v, torch.Tensor):
+            elements += _tensor_elements(v)
+            _refuse_unless(elements <= MAX_MESSAGE_ELEMENTS,
+                           f"tensors of more than {MAX_MESSAGE_ELEMENTS:,} elements in all in one message")
+        else:
+            _refuse_unless(v is None or type(v) in (bool, int, float, complex, str)
+                           or isinstance(v, (torch.device, torch.dtype)),
+                           f"something that is not plain data (a {type(v).__name__})")
+
+
+def _tensor_elements(t) -> int:
+    """The elements of `t` by its shape (numel can overflow), if it is a plain dense CPU tensor of at most
+    MAX_TENSOR_ELEMENTS: a stride-0 view of one number costs as much as its shape once it is copied."""
+    import math
+
+    import torch
+
+    _refuse_unless(type(t) is torch.Tensor and t.layout is torch.strided and t.device.type == "cpu"
+                   and not t.is_quantized and not getattr(t, "_backward_hooks", None),
+                   "a tensor that is not a plain dense CPU tensor")
+    n = math.prod(t.shape)
+    _refuse_unless(n <= MAX_TENSOR_ELEMENTS,
+                   f"a tensor of {n:,} elements (shape {tuple(t.shape)}; at most {MAX_TENSOR_ELEMENTS:,} are accepted)")
+    return n
 
 
 # ---------------------------------------------------------------- state of handle objects (both sides)
@@ -280,8 +497,18 @@ class _Table:
             if not isinstance(shipped, _CallbackRef):
                 _apply(obj, state)
 
-    def resolve(self, value, aliases=None):
-        """Worker data with handle refs replaced by the checker's originals (or their grad aliases)."""
+    def resolve(self, value, aliases=None, memo=None):
+        """Worker data with handle refs replaced by the checker's originals (or their grad aliases). A list, tuple or
+        dict met again (memo references share them) is resolved once, into the same object: the walk stays linear in
+        the decoded objects (`_vet` has bounded the message's tree)."""
+        if type(value) not in (list, tuple, dict):
+            return value
+        memo = {} if memo is None else memo
+        if id(value) not in memo:  # the message holds `value` until the walk ends: its id cannot be recycled
+            memo[id(value)] = self._resolve(value, aliases, memo)
+        return memo[id(value)]
+
+    def _resolve(self, value, aliases, memo):
         import torch
 
         if type(value) is dict and value.keys() == {_HANDLE}:
@@ -295,10 +522,8 @@ class _Table:
                 obj = params[ref[1]]
             return (aliases or {}).get(id(obj), obj)
         if type(value) in (list, tuple):
-            return type(value)(self.resolve(v, aliases) for v in value)
-        if type(value) is dict:
-            return {k: self.resolve(v, aliases) for k, v in value.items()}
-        return value
+            return type(value)(self.resolve(v, aliases, memo) for v in value)
+        return {k: self.resolve(v, aliases, memo) for k, v in value.items()}
 
     def dumps(self, message) -> bytes:
         """Pickle a reply; the checker's handle objects in it become the worker's copies."""
@@ -321,13 +546,29 @@ def _text(value, default: str, limit: int = 2000) -> str:
     return value[:limit] if type(value) is str else default
 
 
+_LINECACHE_KEPT = 32  # the worker's file names with a linecache entry, the newest kept: each raise makes one
+_linecache_names: dict = {}  # those names, oldest first
+
+
+def _cache_line(filename: str, lineno: int, line: str) -> None:
+    """Put `line` in linecache, for tracebacks, without letting a worker grow it: every call may raise from a new
+    file name (the worker names it) at a line up to 100,000, and linecache is never emptied by itself."""
+    linecache.cache[filename] = (len(line), None, ["\n"] * (lineno - 1) + [line + "\n"], filename)
+    _linecache_names.pop(filename, None)
+    _linecache_names[filename] = None
+    while len(_linecache_names) > _LINECACHE_KEPT:
+        oldest = next(iter(_linecache_names))
+        del _linecache_names[oldest]
+        linecache.cache.pop(oldest, None)
+
+
 def _raise_at(err: Exception, filename: str, lineno: int, function: str, line: str):
     """Raise `err` from a frame at the student's line, so a traceback's last entry (what `report` prints)
     names the student's line instead of this module's `raise`."""
     err = err.with_traceback(None)  # else the traceback would still end at the `raise` that made it
     filename = f"<worker> {filename}"  # never shadow a real file in linecache
     lineno = min(max(lineno, 1), 100_000)
-    linecache.cache[filename] = (len(line), None, ["\n"] * (lineno - 1) + [line + "\n"], filename)
+    _cache_line(filename, lineno, line)
     name = function if function.isidentifier() else "<student code>"
     code = compile("raise __remote_error__", filename, "exec").replace(co_firstlineno=lineno, co_name=name)
     exec(code, {"__remote_error__": err})
@@ -360,18 +601,22 @@ class Worker:
 
     `prefix` goes before `[sys.executable, "-m", "course_utils.classroom.remote", functions_path]`
     (e.g. a bubblewrap argv). `timeout` is the worker time one proxy call may take (time spent in the
-    checker's own callbacks does not count); `start_timeout` bounds starting and loading the functions.
+    checker's own callbacks does not count); `start_timeout` bounds starting and loading the functions;
+    `total_timeout` bounds everything, from the Worker's first start: worker time, callbacks and restarts
+    (each failed call restarts the worker), after which every call raises `WorkerFailed` at once.
     `stderr` is passed to Popen: the student's prints and writes to fd 1 land there; `popen` holds more
     Popen arguments (e.g. a sandbox's `preexec_fn`; the pipes, env and session are the Worker's). Not thread-safe.
     After a failed call the next call starts a fresh worker, so one exercise's crash spares the others.
     """
 
     def __init__(self, functions_path, prefix: Sequence[str] = (), timeout: float = 60.0, env: dict | None = None,
-                 start_timeout: float = 120.0, stderr=None, popen: dict | None = None):
+                 start_timeout: float = 120.0, stderr=None, popen: dict | None = None, total_timeout: float = 600.0):
         self.argv = [*prefix, sys.executable, "-m", __name__, os.fspath(functions_path)]
         self.timeout, self.start_timeout, self.env, self.stderr = timeout, start_timeout, env, stderr
+        self.total_timeout = total_timeout
         self.popen = dict(popen or {})
         self._proc, self._ready, self._busy, self._closed, self._calls = None, False, False, False, 0
+        self._end = None  # when total_timeout runs out (time.monotonic()), from the first start
 
     def __enter__(self) -> "Worker":
         self._closed = False
@@ -397,6 +642,8 @@ class Worker:
 
     def _start(self) -> None:
         self._stop()
+        if self._end is None:
+            self._end = time.monotonic() + self.total_timeout
         # Its own session, so that one killpg ends the worker and whatever it started.
         self._proc = subprocess.Popen(self.argv, **{**self.popen, "stdin": subprocess.PIPE, "stdout": subprocess.PIPE,
                                                     "stderr": self.stderr, "env": self.env, "bufsize": 0,
@@ -432,14 +679,22 @@ class Worker:
                 pass
         return code
 
+    def _left(self, seconds: float) -> float:
+        """The deadline `seconds` from now, or sooner where the Worker's total time runs out."""
+        return min(time.monotonic() + seconds, self._end)
+
     def _receive(self, deadline: float, kinds: tuple) -> dict:
         frame = _read_frame(self._proc.stdout.fileno(), deadline)
         try:
             message = _plain(frame)
+        except _Refused as err:
+            raise WorkerFailed(f"the worker sent {err}"[:500]) from None
         except Exception as err:
             why = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(err))  # torch's long message has one useful line
             raise WorkerFailed("the worker sent something that is not plain data ("
                                + (why.group(1) if why else f"{type(err).__name__}: {err}")[:200] + ")") from None
+        if time.monotonic() > deadline:  # decoding takes time too: a frame that arrived in time may end too late
+            raise _Timeout()
         _require(type(message) is dict and message.get("kind") in kinds,
                  f"an unexpected message (expected {' or '.join(kinds)})")
         return message
@@ -472,6 +727,8 @@ class Worker:
     def _run(self, name: str, args: tuple, kwargs: dict):
         import torch
 
+        if self._end is not None and time.monotonic() >= self._end:
+            raise WorkerFailed(f"the worker used up its total time of {self.total_timeout:g} s")
         # The checker's own objects, pickled once (errors here are the checker's, not the worker's).
         self._calls += 1
         table = _Table(self._calls)
@@ -485,15 +742,15 @@ class Worker:
             if self._proc is None or self._proc.poll() is not None:
                 self._start()
             if not self._ready:
-                hello = self._receive(time.monotonic() + self.start_timeout, ("ready", "fail"))
+                hello = self._receive(self._left(self.start_timeout), ("ready", "fail"))
                 if hello["kind"] == "fail":
                     raise WorkerFailed("the worker could not load the notebook's functions: "
                                        + _text(hello.get("message"), "?"))
                 self._ready = True
             stage = "running"
-            deadline = time.monotonic() + self.timeout
+            deadline = self._left(self.timeout)
             _write_frame(self._proc.stdin.fileno(), payload, deadline)
-            graphs = []  # (output, inputs) of callbacks the student may still differentiate
+            kept = _Kept()
             while True:
                 message = self._receive(deadline, ("callback", "backward", "return", "raised", "fail"))
                 kind = message["kind"]
@@ -507,16 +764,20 @@ class Worker:
                     return "raised", _rebuild(message.get("error"))
                 started = time.monotonic()
                 if kind == "callback":
-                    reply = self._callback(table, graphs, message)
+                    reply = self._callback(table, kept, message)
                 else:
-                    reply = self._backward(graphs, message)
-                deadline += time.monotonic() - started  # the checker's own time is not the worker's
+                    reply = self._backward(kept.graphs, message)
+                # The checker's own time is not the worker's, but it is the Worker's.
+                deadline = min(deadline + time.monotonic() - started, self._end)
                 _write_frame(self._proc.stdin.fileno(), reply, deadline)
         except WorkerFailed as err:
             self._stop()
             raise err from None
         except _Timeout:
             self._stop()
+            if time.monotonic() >= self._end:
+                raise WorkerFailed(f"the worker used up its total time of {self.total_timeout:g} s (its own, "
+                                   "the callbacks' and restarts') and was killed") from None
             limit = self.start_timeout if stage == "starting" else self.timeout
             raise WorkerFailed(f"the worker took longer than {limit:g} s {stage} and was killed") from None
         except (EOFError, BrokenPipeError, ConnectionError):
@@ -526,10 +787,11 @@ class Worker:
             self._stop()
             raise WorkerFailed(f"the worker sent an invalid message: {type(err).__name__}: {err}"[:500]) from None
 
-    def _callback(self, table: _Table, graphs: list, message: dict) -> bytes:
+    def _callback(self, table: _Table, kept: "_Kept", message: dict) -> bytes:
         """Run the checker's real callable on its originals, with the worker's state applied first."""
         import torch
 
+        kept.count()
         index = message.get("index")
         _require(type(index) is int and 0 <= index < len(table.objects)
                  and isinstance(table.shipped[index], _CallbackRef), "a bad callback")
@@ -555,8 +817,7 @@ class Worker:
                 return table.dumps({**reply, "error": RuntimeError(f"{type(err).__name__}: {err}")})
         token = None
         if inputs and isinstance(value, torch.Tensor) and value.requires_grad:
-            token = len(graphs)
-            graphs.append((value, inputs))
+            token = kept.keep(value, inputs)
         if isinstance(value, torch.Tensor) and not value.is_leaf:
             value = value.detach()
         return table.dumps({"kind": "result", "value": value, "token": token, "states": table.states(),
@@ -576,6 +837,29 @@ class Worker:
         except Exception as err:
             return cloudpickle.dumps({"kind": "raised", "error": RuntimeError(f"{type(err).__name__}: {err}")})
         return cloudpickle.dumps({"kind": "grads", "grads": [None if g is None else g.detach() for g in grads]})
+
+
+class _Kept:
+    """One call's callbacks: how many ran, and the autograd graphs kept for the student's backward passes (until
+    the call ends), each holding the memory of the checker's computation; within MAX_CALLBACKS and
+    MAX_RETAINED_ELEMENTS (the elements of the graphs' results and inputs, which the computation scales with)."""
+
+    def __init__(self):
+        self.calls, self.graphs, self.elements = 0, [], 0
+
+    def count(self) -> None:
+        self.calls += 1
+        if self.calls > MAX_CALLBACKS:
+            raise WorkerFailed(f"the worker called back more than {MAX_CALLBACKS:,} times in one call")
+
+    def keep(self, value, inputs: list) -> int:
+        """Keep (value, inputs) for `_backward`; its token."""
+        self.elements += value.numel() + sum(t.numel() for t in inputs)
+        if self.elements > MAX_RETAINED_ELEMENTS:
+            raise WorkerFailed(f"the worker's callbacks kept autograd graphs of more than {MAX_RETAINED_ELEMENTS:,} "
+                               "elements in one call")
+        self.graphs.append((value, inputs))
+        return len(self.graphs) - 1
 
 
 # ---------------------------------------------------------------- worker side
@@ -734,11 +1018,12 @@ class _Connection:
         memo = {}
         try:
             self.send({**reply, "value": self.encode(reply.get("value"), memo)})
-        except Exception:
+        except Exception as err:
             value = reply.get("value")
+            why = f" (here: {err})" if isinstance(err, _Refused) else ""
             self.send({"kind": "fail", "message": f"{message['name']} returned a {type(value).__name__}, which the "
                        "grader cannot receive: only tensors, numbers, strings, bools, None, and lists, tuples and "
-                       "dicts of them"})
+                       f"dicts of them, within limits{why}"[:2000]})
 
     def callback(self, index: int, args: tuple, kwargs: dict):
         import torch
@@ -760,10 +1045,11 @@ class _Connection:
             buf = io.BytesIO()
             torch.save(message, buf)
             _plain(buf.getvalue())
-        except Exception:
+        except Exception as err:
+            why = f" (here: {err})" if isinstance(err, _Refused) else ""
             raise TypeError("a callback was called with arguments the grader cannot send: only the objects it "
-                            "was given, tensors, numbers, strings, bools, None, and lists, tuples and dicts of them"
-                            ) from None
+                            "was given, tensors, numbers, strings, bools, None, and lists, tuples and dicts of them, "
+                            f"within limits{why}") from None
         _write_frame(self.wfd, buf.getvalue())
         reply = self.receive()
         self.apply(reply["states"])

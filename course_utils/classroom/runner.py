@@ -6,11 +6,14 @@ crashes its kernel or is not a notebook at all is reported and never stops the b
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,14 +50,54 @@ def find_notebooks(folder: Path | None = None, only: list[str] | None = None) ->
     return paths
 
 
-def read_notebook(path: Path) -> nbformat.NotebookNode | None:
-    """The notebook at `path`, or None if it is not a valid notebook file."""
+MAX_FILE = 64 << 20  # bytes: a notebook or results file larger than this is not one the course wrote
+
+
+def read_file(path: Path, limit: int = MAX_FILE) -> bytes | None:
+    """The bytes of a regular file, or None: never through a link, never more than `limit`, never blocking.
+
+    The grader reads files that a sandboxed submission could have replaced: a link to /proc/kmsg would
+    block forever, a link to another student's folder would be read with the grader's rights.
+    """
     try:
-        nb = nbformat.read(path, as_version=4)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)
+        return data if len(data) <= limit else None
+    finally:
+        os.close(fd)
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode | None:
+    """The notebook at `path`, or None if it is not a valid notebook file (or a link, or huge)."""
+    data = read_file(path)
+    if data is None:
+        return None
+    try:
+        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
         nbformat.validate(nb)
         return nb
     except Exception:
         return None
+
+
+def read_results(path: Path) -> dict | None:
+    """A results JSON as a dict with dict "checks" and "metrics", or None if it is anything else."""
+    data = read_file(path)
+    try:
+        results = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    if not (isinstance(results, dict) and isinstance(results.get("checks", {}), dict)
+            and isinstance(results.get("metrics", {}), dict)):
+        return None
+    return results
 
 
 def _first_error(executed: Path) -> tuple[str, str] | None:
@@ -102,26 +145,30 @@ def execute_notebook(
     results_file = out_dir / f"{name}.results.json"
     results_file.unlink(missing_ok=True)  # never report a stale file as this run's results
     # Figures must land in the executed copy whatever backend the calling shell chose.
+    # COURSE_HEADLESS: nobody will move a slider, so notebooks draw a static picture instead of a widget
+    # (an ipywidgets `interact` cell hung papermill in the grader's sandbox, in two runs of its tests).
     env = dict(os.environ, **(env or {}), COURSE_RESULTS_DIR=str(out_dir.resolve()), PYTHONUNBUFFERED="1",
-               MPLBACKEND="module://matplotlib_inline.backend_inline")
+               MPLBACKEND="module://matplotlib_inline.backend_inline", COURSE_HEADLESS="1")
     cmd = [sys.executable, "-m", "papermill", str(source), str(executed), "-p", "PROFILE", profile,
            "--cwd", str(out_dir), "--no-progress-bar", "--kernel", "python3"]
     if seed is not None:
         cmd += ["-p", "SEED", str(int(seed))]
     popen = {}
     if sandbox is not None:
+        from .sandbox import allowed_environment
+
         cmd, popen = sandbox.argv(cmd), sandbox.popen_kwargs()
-        env.update(sandbox.environment())
+        env = dict(allowed_environment(env), **sandbox.environment())
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                             **popen)
     try:
-        log, _ = proc.communicate(timeout=timeout)
+        log = _bounded_output(proc, timeout)
     except subprocess.TimeoutExpired:
         _kill_tree(proc)
-        proc.communicate()
+        proc.wait()
         return Outcome(name, "timeout", time.perf_counter() - start, f"still running after {timeout:g} s", output=executed)
     seconds = time.perf_counter() - start
-    results = json.loads(results_file.read_text()) if results_file.is_file() else None
+    results = read_results(results_file)
     failure = (_first_error(executed) if executed.is_file() else ("error", _last_line(log))) if proc.returncode else None
     if failure is not None:
         status, error = failure
@@ -130,6 +177,21 @@ def execute_notebook(
     if results is None:
         return Outcome(name, "no results", seconds, f"the notebook wrote no {results_file.name}", None, executed)
     return Outcome(name, "ok", seconds, "", results, executed)
+
+
+LOG_TAIL = 64 << 10  # bytes of papermill's output kept: the end holds the error
+
+
+def _bounded_output(proc: subprocess.Popen, timeout: float | None) -> bytes:
+    """Wait for `proc`, keeping only the last LOG_TAIL bytes of its output, so a notebook that prints
+    without end (or writes into papermill's stdout) cannot fill the grader's memory."""
+    tail = collections.deque(maxlen=LOG_TAIL // 4096 + 1)
+    reader = threading.Thread(target=lambda: [tail.append(chunk) for chunk in iter(lambda: proc.stdout.read(4096), b"")],
+                              daemon=True)
+    reader.start()
+    proc.wait(timeout=timeout)  # raises TimeoutExpired like communicate()
+    reader.join(timeout=5)
+    return b"".join(tail)[-LOG_TAIL:]
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:

@@ -429,3 +429,15 @@ def available() -> tuple[bool, str]:
     if re.search(r"namespace|uid map|Operation not permitted|Permission denied|setting up", last, re.I):
         return False, f"bwrap cannot create its namespaces here (user namespaces disabled or not permitted): {last}"
     return False, f"bwrap fails here: {last}"
+
+
+# -- what a sandboxed process may see of the grader's environment ----------------------------------
+_ALLOWED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "VIRTUAL_ENV", "CONDA_PREFIX", "MPLBACKEND", "PYTHONPATH",
+                "PYTHONUNBUFFERED", "PYTHONHASHSEED", "TERM")
+_ALLOWED_PREFIXES = ("LC_", "COURSE_", "OMP_", "MKL_", "OPENBLAS_", "MALLOC_")
+
+
+def allowed_environment(env: dict) -> dict:
+    """The part of `env` a submission may see: what Python, papermill and the course need, and no
+    tokens, keys or passwords the grader's shell happens to hold."""
+    return {k: v for k, v in env.items() if k in _ALLOWED_ENV or k.startswith(_ALLOWED_PREFIXES)}

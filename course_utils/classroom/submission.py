@@ -52,7 +52,7 @@ def exercises(course: nbformat.NotebookNode) -> list[Exercise]:
     found = []
     for i, cell in enumerate(course.cells):
         meta = cell.metadata.get("course", {})
-        if cell.cell_type != "code" or "exercise" not in meta:
+        if cell.cell_type != "code" or not isinstance(meta, dict) or "exercise" not in meta:
             continue
         name = meta["exercise"]
         call = next((_check_call(c.source, name) for c in course.cells[i + 1:] if c.cell_type == "code"
@@ -79,9 +79,15 @@ def _save_cell(exercise: Exercise, folder: Path) -> nbformat.NotebookNode:
     return cell
 
 
+def exercise_name(cell) -> str | None:
+    """The exercise a cell claims in its metadata, or None (also for metadata of the wrong shape)."""
+    meta = cell.metadata.get("course")
+    name = meta.get("exercise") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def _code_sources(nb: nbformat.NotebookNode, skip: set[str]) -> list[str]:
-    return [c.source for c in nb.cells if c.cell_type == "code"
-            and c.metadata.get("course", {}).get("exercise") not in skip]
+    return [c.source for c in nb.cells if c.cell_type == "code" and exercise_name(c) not in skip]
 
 
 def assemble(course: nbformat.NotebookNode, submission: nbformat.NotebookNode,
@@ -96,8 +102,9 @@ def assemble(course: nbformat.NotebookNode, submission: nbformat.NotebookNode,
     names = {e.name for e in found}
     theirs = {}
     for cell in submission.cells:
-        name = cell.metadata.get("course", {}).get("exercise") if cell.cell_type == "code" else None
-        if name in names and name not in theirs:
+        meta = cell.metadata.get("course") if cell.cell_type == "code" else None
+        name = meta.get("exercise") if isinstance(meta, dict) else None
+        if isinstance(name, str) and name in names and name not in theirs:
             theirs[name] = cell.source
     missing = sorted(names - set(theirs))
     expected = _code_sources(student_notebook(course), names)
