@@ -13,6 +13,7 @@ diffs show content only.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import time
@@ -24,6 +25,25 @@ from course_utils.classroom.runner import find_notebooks
 from course_utils.classroom.student import RUN_METADATA
 
 
+PROGRESS_BAR = re.compile(r"\d+%\|")
+
+
+def drop_progress_bars(nb) -> int:
+    """Remove tqdm's widget bars: a stored notebook shows them frozen at 0 %, not the training they followed."""
+    dropped = 0
+    for cell in nb.cells:
+        keep = []
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data and PROGRESS_BAR.search(str(data.get("text/plain", ""))):
+                dropped += 1
+            else:
+                keep.append(out)
+        if cell.cell_type == "code":
+            cell.outputs = keep
+    return dropped
+
+
 def refresh(path) -> float:
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
@@ -31,6 +51,7 @@ def refresh(path) -> float:
     with tempfile.TemporaryDirectory() as work:
         os.environ["COURSE_RESULTS_DIR"] = keep or work
         NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": work}}).execute()
+    drop_progress_bars(nb)
     for cell in nb.cells:
         for key in RUN_METADATA:
             cell.metadata.pop(key, None)
