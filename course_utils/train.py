@@ -15,6 +15,10 @@ from .attacks.core import Attack
 from .data import batches
 
 
+# A training loss in place of the cross-entropy: (model, x, y) -> (loss, logits on x).
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Something that changes during training: `at(t)` for t, the fraction of training done, in [0, 1).
@@ -44,6 +48,7 @@ def fit(
     *,
     epochs: int,
     attack: Attack | Schedule | None = None,
+    objective: Objective | Schedule | None = None,
     lr: float | Callable[[float], float] = 1e-3,
     batch_size: int = 64,
     clean_weight: float = 0.0,
@@ -64,6 +69,9 @@ def fit(
     Both `attack` and `lr` may change during training: a `Schedule` of attacks gives the attack
     for each mini-batch (None for a clean one; e.g. an ε that ramps up, see `eps_ramp`), and `lr`
     may be any function of the fraction of training done (e.g. `cyclic_lr`, Wong et al. 2020).
+    `objective(model, x, y) -> (loss, logits)` replaces the cross-entropy on the (attacked) batch by
+    another training loss, e.g. IBP's bound on the worst case (`certify.ibp.ibp_loss`); it may be a
+    Schedule too (an ε and a weight that change during training). It cannot be combined with `attack`.
     `keep_best="pgd_acc"` restores, at the end, the weights of the epoch where `eval_fn`
     reported the highest "pgd_acc": early stopping on a robustness check.
     """
@@ -73,7 +81,10 @@ def fit(
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     if not 0.0 <= clean_weight <= 1.0:
         raise ValueError(f"clean_weight must be in [0, 1], got {clean_weight}")
+    if attack is not None and objective is not None:
+        raise ValueError("pass either an attack (inputs replaced, cross-entropy loss) or an objective, not both")
     attack_at = attack.at if isinstance(attack, Schedule) else (lambda t: attack)
+    objective_at = objective.at if isinstance(objective, Schedule) else (lambda t: objective)
     lr_at = lr if callable(lr) else None
     if keep_best is not None and eval_fn is None:
         raise ValueError(f"keep_best={keep_best!r} needs an eval_fn that reports it")
@@ -97,8 +108,12 @@ def fit(
                         group["lr"] = lr_at(t)
                 x_in = batch_attack(model, xb, yb) if batch_attack is not None else xb
                 model.train()
-                logits = model(x_in)
-                loss = F.cross_entropy(logits, yb)
+                batch_objective = objective_at(t)
+                if batch_objective is not None:
+                    loss, logits = batch_objective(model, x_in, yb)
+                else:
+                    logits = model(x_in)
+                    loss = F.cross_entropy(logits, yb)
                 if batch_attack is not None and clean_weight > 0:
                     loss = (1 - clean_weight) * loss + clean_weight * F.cross_entropy(model(xb), yb)
                 opt.zero_grad(set_to_none=True)

@@ -7,6 +7,7 @@ trains from the config alone, so what is cached and what was trained cannot drif
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 from dataclasses import asdict, dataclass, replace
@@ -34,7 +35,7 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
 
 
 # ----------------------------------------------------------------------------- adversarial training
-METHODS = ("standard", "fgsm", "fgsm_rs", "pgd", "threats")
+METHODS = ("standard", "fgsm", "fgsm_rs", "pgd", "threats", "ibp")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class Recipe:
     ramp     fraction of training over which ε grows from 0 (see `train.eps_ramp`).
     early_stop    keep the epoch whose PGD check on the monitor split was best.
     monitor  record clean, FGSM and PGD accuracy at ε on a held-out split after every epoch.
+    ibp      method "ibp": no attack; the loss is Gowal et al.'s (2018) mix of the clean cross-entropy and
+             the cross-entropy of IBP's certified worst case at ε (`certify.ibp.ibp_loss`), with ε ramped
+             up over `ramp` of training after a short clean warm-up (`ibp_schedule`).
     threats  method "threats" only: ((name, size), …) from `threats.THREAT_NAMES`; every batch is
              replaced by the next threat's attack in turn (one threat: adversarial training
              against it; several: training on a mix), `steps` steps each. ε is then unused (0).
@@ -112,7 +116,7 @@ class Recipe:
         cyclic = f"_cyc{self.lr_peak:g}_e{self.epochs}" if self.lr_peak is not None else ""
         if self.method == "threats":
             return f"{self.model}_" + "+".join(f"{n}{size:g}" for n, size in self.threats) + f"_k{self.steps}" + cyclic
-        what = {"standard": "standard", "fgsm": "fgsm", "fgsm_rs": "fgsmrs"}.get(self.method, f"pgd{self.steps}")
+        what = {"standard": "standard", "fgsm": "fgsm", "fgsm_rs": "fgsmrs", "ibp": "ibp"}.get(self.method, f"pgd{self.steps}")
         extra = ("_es" if self.early_stop else "") + (f"_a{self.alpha:g}" if self.alpha is not None else "")
         extra += cyclic
         return f"{self.model}_{what}_eps{self.eps:g}{extra}"
@@ -121,6 +125,8 @@ class Recipe:
         """The attack that replaces each mini-batch, at budget `eps` (the step size scales with it)."""
         if self.method == "standard":
             return None
+        if self.method == "ibp":
+            raise ValueError("an 'ibp' recipe trains on a bound, not on attacked inputs; use zoo.ibp_schedule(recipe)")
         if self.method == "threats":
             raise ValueError("a 'threats' recipe takes its attacks in turn; use zoo.threat_schedule(recipe)")
         alpha = self.step_size * eps / self.eps
@@ -145,6 +151,26 @@ def threat_schedule(recipe: Recipe, generator: torch.Generator | None = None) ->
         return attacks.make_attack(name, size * f, steps=recipe.steps, generator=generator) if f > 0 else None
 
     return Schedule(attack_at)
+
+
+IBP_WARMUP = 0.05  # fraction of IBP training on clean digits only, before ε starts to grow (Gowal et al.'s warm-up)
+IBP_KAPPA_END = 0.5  # the clean loss's final weight κ in IBP training (Gowal et al.: 1 → 0.5 along ε's ramp)
+
+
+def ibp_schedule(recipe: Recipe) -> Schedule:
+    """`fit`'s objective for an 'ibp' recipe: at time t, `ibp_loss` with ε = recipe.eps · f(t) and
+    κ = 1 − (1 − IBP_KAPPA_END) · f(t), where f rises from 0 to 1 over `recipe.ramp` of training after the
+    warm-up. Starting at full ε, the bounds of a fresh network are so loose that the network learns nothing."""
+    from .certify.ibp import ibp_loss  # imported here: the zoo stays light for notebooks that never certify
+
+    def fraction(t: float) -> float:
+        return 1.0 if recipe.ramp == 0 else min(max((t - IBP_WARMUP) / recipe.ramp, 0.0), 1.0)
+
+    def objective_at(t: float):
+        f = fraction(t)
+        return functools.partial(ibp_loss, eps=recipe.eps * f, kappa=1 - (1 - IBP_KAPPA_END) * f)
+
+    return Schedule(objective_at)
 
 
 def efficient_pgd(eps: float, epochs: int = 15, steps: int = 3, lr_peak: float = 5e-3) -> Recipe:
@@ -286,15 +312,16 @@ def train_from_config(config: dict, x_train: torch.Tensor, y_train: torch.Tensor
         eval_fn = monitor_fn(recipe, x_val, y_val, monitor["steps"], monitor["step_multiplier"], monitor["default_eps"], seed)
     torch.manual_seed(seed)
     net = build_model(recipe.model).to(device)
+    objective = None
     if recipe.method == "threats":
         attack = threat_schedule(recipe, torch.Generator().manual_seed(seed))
-    elif recipe.method == "standard":
-        attack = None
+    elif recipe.method in ("standard", "ibp"):
+        attack, objective = None, ibp_schedule(recipe) if recipe.method == "ibp" else None
     else:
         ramp = eps_ramp(recipe.eps, recipe.ramp)
         attack = Schedule(lambda t: recipe.training_attack(ramp(t)))
     history = fit(
-        net, x_train, y_train, epochs=recipe.epochs, attack=attack, batch_size=config["batch_size"],
+        net, x_train, y_train, epochs=recipe.epochs, attack=attack, objective=objective, batch_size=config["batch_size"],
         lr=cyclic_lr(recipe.lr_peak) if recipe.lr_peak is not None else config["lr"],
         generator=torch.Generator().manual_seed(seed), progress=progress, eval_fn=eval_fn,
         keep_best=("pgd_acc_final" if recipe.ramp > 0 else "pgd_acc") if recipe.early_stop else None,

@@ -133,6 +133,7 @@ def _leaves(config, prefix=""):
 @pytest.mark.parametrize("recipe", [
     Recipe("pgd", 0.1, 1, steps=2, ramp=0.5, early_stop=True, model="linear", lr_peak=5e-3, alpha=0.03, random_start=True),
     Recipe("threats", 0, 1, steps=1, threats=(("noise", 0.3),), monitor=False, model="linear"),
+    Recipe("ibp", 0.1, 1, ramp=0.5, monitor=False, model="linear", lr_peak=5e-3),
 ])
 def test_training_reads_exactly_the_cache_key(mnist, recipe):
     """Every setting in the config is read by training, and training reads nothing else: the cache key

@@ -13,10 +13,14 @@
 | `featviz`      | 06_feature_visualization    | check_maximise                                    |
 | `threats`      | 07_unforeseen_attacks       | check_l2_threat                                   |
 | `corruptions`  | 08_distribution_shift       | check_pixelate (and `reference_pixelate`)         |
+| `certify`      | 09_certified_robustness     | check_interval_linear_relu, check_certified_radius |
+|                |                             | (and `reference_…` of each)                        |
 
 `harness` holds what they share: `CheckFailed`, `report` (print one line, return a boolean,
 never raise) and the tiny test cases.
 """
+from .certify import (check_certified_radius, check_interval_linear_relu, reference_certified_radius,
+                      reference_interval_linear_relu)
 from .corruptions import PIXELATE_SIDES, check_pixelate, reference_pixelate
 from .featviz import check_maximise
 from .fgsm import check_fgsm, fgsm_closed_form
@@ -32,8 +36,10 @@ __all__ = [
     "CheckFailed",
     "PIXELATE_SIDES",
     "check_adversarial_training_step",
+    "check_certified_radius",
     "check_fgsm",
     "check_input_gradient_l1",
+    "check_interval_linear_relu",
     "check_l2_threat",
     "check_linf_distance",
     "check_loglog_fit",
@@ -43,5 +49,7 @@ __all__ = [
     "check_project_linf",
     "check_white_box_vs_transfer",
     "fgsm_closed_form",
+    "reference_certified_radius",
+    "reference_interval_linear_relu",
     "reference_pixelate",
 ]
