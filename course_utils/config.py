@@ -119,6 +119,12 @@ class Profile:
     apgd_steps: int  # iterations of each APGD run of the strong evaluation (`strong_attack`)
     apgd_targets: int  # target classes of its APGD-T (AutoAttack: 9)
     apgd_restarts: int  # random restarts of each of its runs
+    verify_digits: int  # digits verified exactly by the MILP (09)
+    verify_seconds: float  # the MILP's time limit per digit (09)
+    verify_epochs: int  # epochs of 09's small perceptrons (cyclic lr)
+    smooth_digits: int  # digits certified by randomised smoothing (09)
+    smooth_samples: int  # noisy copies per digit that estimate the smoothed classifier's top class probability (09)
+    smooth_epochs: int  # epochs of each noise-trained base classifier of 09 (cyclic lr)
 
     def alpha(self, eps: float, steps: int | None = None) -> float:
         """PGD step size for budget `eps`: large enough to cross the ball, small enough to refine."""
@@ -198,6 +204,12 @@ FAST = Profile(
     apgd_steps=50,
     apgd_targets=3,
     apgd_restarts=1,
+    verify_digits=16,
+    verify_seconds=10.0,
+    verify_epochs=20,
+    smooth_digits=200,
+    smooth_samples=1000,
+    smooth_epochs=10,
 )
 
 # full: all of MNIST on a GPU, so that the numbers compare with the papers'. Only what differs from fast.
@@ -222,6 +234,10 @@ FULL = FAST.replace(
     sweep_epochs=20,
     apgd_steps=100,  # AutoAttack's APGD-CE + APGD-T budget
     apgd_targets=9,
+    verify_digits=100,
+    verify_seconds=60.0,
+    smooth_digits=1000,
+    smooth_samples=10000,  # Cohen et al. use 100,000
 )
 
 PROFILES: dict[str, Profile] = {"fast": FAST, "full": FULL}

@@ -85,6 +85,20 @@ def layer_bounds(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> 
     return boxes
 
 
+def unstable_counts(model: nn.Module, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per image, the ReLUs whose input interval straddles 0 over the ball: the units whose sign an attacker
+    may be able to flip, and the binary variables an exact verifier needs (`certify.milp`)."""
+    layers = layers_of(model)
+    lower, upper = input_box(x, eps)
+    count = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    with torch.no_grad():
+        for layer in layers:
+            if isinstance(layer, nn.ReLU):
+                count += ((lower < 0) & (upper > 0)).flatten(1).sum(1)
+            lower, upper = interval_layer(layer, lower, upper)
+    return count
+
+
 def logit_bounds(model: nn.Module, x: torch.Tensor, eps: float) -> Box:
     """Lower and upper bounds of every logit over the ℓ∞ ball of radius ε around each image of x (clipped to [0, 1])."""
     return layer_bounds(model, *input_box(x, eps))[-1]
