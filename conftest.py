@@ -26,7 +26,18 @@ def pytest_configure(config):
 # Notebooks are executed once per session, by nbval. Tests marked `after_notebooks` read what
 # those runs left behind (results JSON), so they are moved after the last notebook; the names
 # of the notebooks this session executes are kept on the config for them.
+#
+# nbval waits a hard-coded 5 s for each output message after a cell's reply; when the machine is
+# busy, a long training cell's last messages can arrive later than that and a cell that ran fine
+# fails (it did in CI on 04's training cell). The cell's own time limit (--nbval-cell-timeout)
+# still bounds a cell that hangs.
+NBVAL_OUTPUT_TIMEOUT_S = 120
+
+
 def pytest_collection_modifyitems(session, config, items):
+    for item in items:
+        if hasattr(item, "output_timeout"):
+            item.output_timeout = NBVAL_OUTPUT_TIMEOUT_S
     config.course_executed_notebooks = {item.path.stem for item in items if item.path.suffix == ".ipynb"}
     late = [item for item in items if item.get_closest_marker("after_notebooks")]
     items[:] = [item for item in items if not item.get_closest_marker("after_notebooks")] + late
