@@ -125,6 +125,9 @@ class Profile:
     smooth_digits: int  # digits certified by randomised smoothing (09)
     smooth_samples: int  # noisy copies per digit that estimate the smoothed classifier's top class probability (09)
     smooth_epochs: int  # epochs of each noise-trained base classifier of 09 (cyclic lr)
+    defense_digits: int  # digits each defence of 10 is attacked on (the checklist audits the first half)
+    eot_samples: int  # random draws per EOT step, and per digit when a randomised defence is evaluated (10)
+    square_queries: int  # the Square attack's query budget per digit (10)
 
     def alpha(self, eps: float, steps: int | None = None) -> float:
         """PGD step size for budget `eps`: large enough to cross the ball, small enough to refine."""
@@ -210,6 +213,9 @@ FAST = Profile(
     smooth_digits=200,
     smooth_samples=1000,
     smooth_epochs=10,
+    defense_digits=200,
+    eot_samples=10,
+    square_queries=1000,
 )
 
 # full: all of MNIST on a GPU, so that the numbers compare with the papers'. Only what differs from fast.
@@ -238,6 +244,9 @@ FULL = FAST.replace(
     verify_seconds=60.0,
     smooth_digits=1000,
     smooth_samples=10000,  # Cohen et al. use 100,000
+    defense_digits=1000,
+    eot_samples=20,
+    square_queries=5000,  # Andriushchenko et al. report MNIST at 10,000
 )
 
 PROFILES: dict[str, Profile] = {"fast": FAST, "full": FULL}

@@ -17,9 +17,12 @@ smaller big-M constants) matter so much.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
+import os
+import sys
 import time
 import warnings
 
@@ -274,6 +277,26 @@ def _encode(maps: list[AffineMap], boxes: list[ibp.Box], x_box: ibp.Box) -> _Pro
     )
 
 
+@contextlib.contextmanager
+def _c_stdout_silenced():
+    """File descriptor 1 pointed at the null device: some HiGHS builds print debug lines from C
+    (e.g. `HighsMipSolverData::transformNewIntegerFeasibleSolution`) that no option turns off, and
+    they would land in a notebook's stored output. Python's own output is flushed first and restored after."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1 to redirect (embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _solve(program: _Program, weight: np.ndarray, constant: float, time_limit: float) -> _Solve:
     """Minimise weight·h + constant over the program, within `time_limit` seconds."""
     c = np.zeros(program.size)
@@ -284,7 +307,7 @@ def _solve(program: _Program, weight: np.ndarray, constant: float, time_limit: f
     run = lambda opts: milp(c, integrality=program.integrality, bounds=program.bounds,
                             constraints=program.constraints, options=opts)
     try:
-        with warnings.catch_warnings():  # scipy warns that it passes options it does not know to HiGHS verbatim
+        with _c_stdout_silenced(), warnings.catch_warnings():  # scipy warns that it passes options it does not know to HiGHS verbatim
             warnings.filterwarnings("ignore", "Unrecognized options", RuntimeWarning)
             result = run({**options, **SUB_MIP_OFF})
     except AttributeError:  # a HiGHS that lacks these options: solve with its defaults
