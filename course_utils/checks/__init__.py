@@ -15,12 +15,14 @@
 | `corruptions`  | 08_distribution_shift       | check_pixelate (and `reference_pixelate`)         |
 | `certify`      | 09_certified_robustness     | check_interval_linear_relu, check_certified_radius |
 |                |                             | (and `reference_…` of each)                        |
+| `defenses`     | 10_breaking_defenses        | check_bpda_gradient, check_eot_gradient            |
 
 `harness` holds what they share: `CheckFailed`, `report` (print one line, return a boolean,
 never raise) and the tiny test cases.
 """
 from .certify import (check_certified_radius, check_interval_linear_relu, reference_certified_radius,
                       reference_interval_linear_relu)
+from .defenses import check_bpda_gradient, check_eot_gradient
 from .corruptions import PIXELATE_SIDES, check_pixelate, reference_pixelate
 from .featviz import check_maximise
 from .fgsm import check_fgsm, fgsm_closed_form
@@ -36,7 +38,9 @@ __all__ = [
     "CheckFailed",
     "PIXELATE_SIDES",
     "check_adversarial_training_step",
+    "check_bpda_gradient",
     "check_certified_radius",
+    "check_eot_gradient",
     "check_fgsm",
     "check_input_gradient_l1",
     "check_interval_linear_relu",
