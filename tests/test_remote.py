@@ -92,9 +92,9 @@ def read_exercises(path: Path):
 
 def test_every_exercise_is_read():
     found = {p.stem: [(e.name, e.check, tuple(e.functions)) for e in read_exercises(p)[1]] for p in NOTEBOOKS}
-    assert len(NOTEBOOKS) == 10 and all(found.values()), found
+    assert len(NOTEBOOKS) == 11 and all(found.values()), found
     assert found["07_unforeseen_attacks"] == [("l2_threat", "check_l2_threat", ("l2_step", "l2_project"))]
-    assert sum(map(len, found.values())) == 13
+    assert sum(map(len, found.values())) == 15
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

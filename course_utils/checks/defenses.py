@@ -122,6 +122,8 @@ def check_eot_gradient(eot_gradient: Callable) -> bool:
         if _close(got * len(y), want):
             raise CheckFailed("your gradient is 1/N of the expected one: the loss was averaged over the batch",
                               'use F.cross_entropy(..., reduction="sum")')
+        if _close(got, want.sign()):
+            raise CheckFailed("you averaged the signs of the gradients", "average the gradients themselves; PGD takes the sign")
         if not _close(got, want):
             raise CheckFailed("on a model without randomness, the EOT gradient must equal the model's own input gradient",
                               "average the input gradients of `samples` forward/backward passes")
