@@ -99,8 +99,8 @@ def test_bad_arguments_are_refused(trained_cnn, eval_batch, bad, match):
 def test_agrees_with_torchattacks_square(model_name, request, eval_batch):
     """Oracle: torchattacks' Square at the same ε, queries and p_init, on the same digits.
 
-    The two agree in distribution, not digit by digit (both are random searches), and torchattacks 3.5
-    simplifies the paper in two ways that make it weaker: one window position and one sign for the whole
+    The two agree in distribution, not digit by digit (both are random searches), and torchattacks
+    (3.3.0, the version installed here) simplifies the paper in two ways that make it weaker: one window position and one sign for the whole
     batch at each iteration, and no check that a query changes the image. Measured on `robust_cnn` (ε = 0.2,
     500 queries, 200 digits, seeds 0-3): ours 30.0-32.5 %, torchattacks 35.0-40.5 %, ours lower by 2.5-9 points
     at every seed. So ours must never be weaker than the reference (beyond noise), and not so much stronger
