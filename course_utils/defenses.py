@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks.core import input_gradient
+from .attacks.core import check_count, input_gradient
 
 
 # ----------------------------------------------------------------------------- quantisation
@@ -43,12 +43,6 @@ class StraightThrough(torch.autograd.Function):
         return grad_output, None  # no gradient for `levels`
 
 
-def check_levels(levels) -> int:
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an integer ≥ 2 (grey values kept), got {levels!r}")
-    return levels
-
-
 class QuantizedInput(nn.Module):
     """`model` behind input quantisation to `levels` grey values.
 
@@ -59,7 +53,7 @@ class QuantizedInput(nn.Module):
 
     def __init__(self, model: nn.Module, levels: int, *, straight_through: bool = False):
         super().__init__()
-        self.model, self.levels, self.straight_through = model, check_levels(levels), bool(straight_through)
+        self.model, self.levels, self.straight_through = model, check_count("levels", levels, 2), bool(straight_through)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = StraightThrough.apply(x, self.levels) if self.straight_through else quantize(x, self.levels)

@@ -97,7 +97,7 @@ def _value_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
 def _apgd_run(model, x0, y, eps, steps, norm, loss_fn, generator, rho):
     """One APGD run from a random start. Returns (adversarial or best point, still correct)."""
     start, step, project = NORMS[norm]
-    if norm == "inf":  # the ball ∩ [0, 1] is a fixed box: one clamp per projection (see lp._pgd_run)
+    if norm == "inf":  # the ball ∩ [0, 1] is a fixed box: one clamp per projection (see lp.pgd_run)
         low, high = (x0 - eps).clamp(min=0.0), (x0 + eps).clamp(max=1.0)
         project = lambda x, _x0, _eps: torch.clamp(x, low, high)
     shape = (-1,) + (1,) * (x0.dim() - 1)

@@ -14,7 +14,7 @@ from torch import nn
 
 from .core import (LossFn, attack_inputs, check_count, check_eps, check_number, check_steps, cross_entropy,
                    eval_mode, input_gradient)
-from .lp import project_linf, random_start_linf, step_linf
+from .lp import pgd_run
 
 GradientFn = Callable[..., torch.Tensor]  # gradient(model, x, y, samples) -> ∇x, shaped like x
 
@@ -50,10 +50,7 @@ def pgd_with(
     alpha = check_number("alpha", alpha, positive=True)
     steps = check_steps(steps)
     with eval_mode(model):
-        x_adv = project_linf(random_start_linf(x0, eps, generator), x0, eps) if random_start else x0.clone()
-        for _ in range(steps):
-            x_adv = project_linf(step_linf(x_adv, gradient(model, x_adv, y), alpha), x0, eps)
-    return x_adv.detach()
+        return pgd_run(model, x0, y, eps, alpha, steps, "inf", random_start, False, cross_entropy, generator, gradient)
 
 
 def eot_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int, *,

@@ -186,7 +186,10 @@ def fgsm(
     return torch.clamp(x0 + eps * direction, 0.0, 1.0).detach()
 
 
-def _pgd_run(model, x0, y, eps, alpha, steps, norm, random_start, targeted, loss_fn, generator):
+def pgd_run(model, x0, y, eps, alpha, steps, norm, random_start, targeted, loss_fn, generator, gradient=None):
+    """One PGD run on validated inputs, the model already in eval mode (`pgd` and `eot.pgd_with` call it).
+
+    `gradient(model, x, y)`, when given, replaces the model's own input gradient: the adaptive attacks of `eot`."""
     start, step, project = NORMS[norm]
     if norm == "inf":
         # The ℓ∞ ball ∩ [0, 1] is a fixed box, [max(x0 − ε, 0), min(x0 + ε, 1)]: computing its corners
@@ -196,7 +199,7 @@ def _pgd_run(model, x0, y, eps, alpha, steps, norm, random_start, targeted, loss
         project = lambda x, _x0, _eps: torch.clamp(x, low, high)
     x = project(start(x0, eps, generator), x0, eps) if random_start else x0.clone()
     for _ in range(steps):
-        grad = input_gradient(model, x, y, loss_fn)
+        grad = input_gradient(model, x, y, loss_fn) if gradient is None else gradient(model, x, y)
         x = project(step(x, -grad if targeted else grad, alpha), x0, eps)
     return x.detach()
 
@@ -238,7 +241,7 @@ def pgd(
     restarts = check_count("restarts", restarts)
     if restarts > 1 and not random_start:
         raise ValueError("restarts > 1 needs random_start=True: without it every restart is identical")
-    run = lambda: _pgd_run(model, x0, y, eps, alpha, steps, norm, random_start, targeted, loss_fn, generator)
+    run = lambda: pgd_run(model, x0, y, eps, alpha, steps, norm, random_start, targeted, loss_fn, generator)
     with eval_mode(model):
         if restarts == 1:
             return run()
