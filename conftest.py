@@ -17,6 +17,9 @@ def pytest_configure(config):
     os.environ.setdefault("COURSE_CHECKPOINT_DIR", os.path.join(scratch, "checkpoints"))
     os.environ.setdefault("COURSE_RESULTS_DIR", os.path.join(scratch, "results"))
     os.environ.setdefault("COURSE_PROFILE", "fast")
+    # No live bars in nbval's kernels: their redraws overflow the output channel nbval is not
+    # reading while a long cell runs (course_utils/progress.py says how that fails).
+    os.environ.setdefault("COURSE_PROGRESS", "summary")
     # The notebooks get this from get_device(); unit tests that train or attack on the CPU get it here.
     from course_utils.config import tune_cpu_allocator
 
@@ -27,10 +30,10 @@ def pytest_configure(config):
 # those runs left behind (results JSON), so they are moved after the last notebook; the names
 # of the notebooks this session executes are kept on the config for them.
 #
-# nbval waits a hard-coded 5 s for each output message after a cell's reply; when the machine is
-# busy, a long training cell's last messages can arrive later than that and a cell that ran fine
-# fails (it did in CI on 04's training cell). The cell's own time limit (--nbval-cell-timeout)
-# still bounds a cell that hangs.
+# nbval waits a hard-coded 5 s for each output message after a cell's reply; on a busy machine a
+# cell's last messages can come later than that. (The two CI failures on 04's training cell were
+# rather messages lost to a flood of progress-bar redraws; see COURSE_PROGRESS above.) The cell's
+# own time limit (--nbval-cell-timeout) still bounds a cell that hangs.
 NBVAL_OUTPUT_TIMEOUT_S = 120
 
 

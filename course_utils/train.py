@@ -9,10 +9,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .attacks.core import Attack
 from .data import batches
+from .progress import bar as progress_bar
 
 
 # A training loss in place of the cross-entropy: (model, x, y) -> (loss, logits on x).
@@ -93,7 +93,7 @@ def fit(
     best_value, best_state = -math.inf, None
     n_batches = (len(y) + batch_size - 1) // batch_size
     total, done = epochs * n_batches, 0
-    bar = tqdm(total=epochs * n_batches, desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=epochs * n_batches, desc=desc, unit="batch", disable=not progress, leave=False)
     try:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()

@@ -63,5 +63,6 @@ def refresh(path) -> float:
 
 if __name__ == "__main__":
     os.environ.setdefault("COURSE_PROFILE", "fast")
+    os.environ.setdefault("COURSE_PROGRESS", "summary")  # stored outputs: one line per finished bar, no frozen widget
     for nb_path in find_notebooks(only=sys.argv[1:] or None):
         print(f"{nb_path.name}: {refresh(nb_path):.0f} s", flush=True)

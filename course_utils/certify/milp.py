@@ -31,10 +31,10 @@ import torch
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..attacks.core import check_number, eval_mode
 from ..images import check_batch, check_images
+from ..progress import bar as progress_bar
 from . import ibp
 
 AffineMap = tuple[torch.Tensor, torch.Tensor]  # (W out×in, b out), float64
@@ -366,7 +366,7 @@ def verify_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     maps = affine_form(model, x.shape[1:])  # once for the batch: the network is the same for every image
     check_batch(x, y, maps[-1][0].shape[0])
     results = []
-    bar = tqdm(range(len(y)), desc=f"MILP ε={eps:g}", disable=not progress)
+    bar = progress_bar(range(len(y)), desc=f"MILP ε={eps:g}", unit="digits", disable=not progress)
     for i in bar:
         results.append(_verify(model, maps, x[i:i + 1], int(y[i]), eps, time_limit, bool(exact_margin),
                                time.perf_counter()))

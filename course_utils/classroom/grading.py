@@ -242,7 +242,7 @@ def grade(submissions: Path, out_csv: Path, work_dir: Path, profile: str = "fast
     `sandbox=False` grades unsandboxed on purpose. `resume` keeps the rows already in `out_csv` and
     grades only the rest. `feedback_dir` gets one Markdown file per student.
     """
-    from tqdm.auto import tqdm
+    from ..progress import bar as progress_bar
 
     if sandbox:
         from .sandbox import available
@@ -276,7 +276,7 @@ def grade(submissions: Path, out_csv: Path, work_dir: Path, profile: str = "fast
         if fresh:
             writer.writeheader()
             fh.flush()
-        bar = tqdm(total=len(tasks), desc="grading", unit="notebook", disable=not progress)
+        bar = progress_bar(total=len(tasks), desc="grading", unit="notebooks", disable=not progress)
         for row in _results(tasks, workers, scheduler):
             writer.writerow(row)
             fh.flush()  # a row on disk as soon as it is known
