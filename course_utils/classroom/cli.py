@@ -1,4 +1,4 @@
-"""The course's command line: `python -m course_utils run | seeds | student | grade` (or `course-utils …`)."""
+"""The course's command line: `python -m course_utils run | seeds | student | grade | links | site` (or `course-utils …`)."""
 from __future__ import annotations
 
 import argparse
@@ -68,6 +68,25 @@ def _grade(args) -> int:
     return 0
 
 
+def _links(args) -> int:
+    from .links import Home, home, rewrite, set_home, stray_links
+
+    if args.set or args.branch:
+        current = home()
+        new = Home(args.set or current.repository, args.branch or current.branch)
+        set_home(new)
+        print(f"pyproject.toml: [tool.course] repository = {new.repository!r}, branch = {new.branch!r}")
+    where = home()
+    if not args.check:
+        for path in rewrite(where):
+            print(f"rewrote {path}")
+    problems = stray_links(where)
+    for line in problems:
+        print(f"points elsewhere: {line}")
+    print(f"{'no' if not problems else len(problems)} link(s) pointing away from {where.url} ({where.branch})")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_utils", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -109,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--feedback", help="folder for one Markdown feedback file per student (default: feedback/ "
                                           "beside the CSV)")
     grade.set_defaults(func=_grade)
+
+    links = sub.add_parser("links", help="point the Colab badges, setup cells and site launch buttons at the "
+                                         "repository in pyproject.toml's [tool.course] (or at a new one)")
+    links.add_argument("--set", metavar="OWNER/NAME", help="store this repository as the course's home first")
+    links.add_argument("--branch", help="store this branch as the course's branch first")
+    links.add_argument("--check", action="store_true", help="only list links that point elsewhere (exit 1 if any)")
+    links.set_defaults(func=_links)
 
     args = parser.parse_args(argv)
     try:
