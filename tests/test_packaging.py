@@ -60,6 +60,9 @@ def test_dev_extra_has_the_test_tools(pyproject):
     dev = {_name(r) for r in pyproject["project"]["optional-dependencies"]["dev"]}
     assert {"pytest", "nbval", "jupyterlab", "ipykernel", "torchattacks", "pyyaml"} <= dev
     assert "papermill" in runtime | dev
+    site = {_name(r) for r in pyproject["project"]["optional-dependencies"]["site"]}
+    assert site <= dev and "jupyter-book" in site, "the tests build the site, so dev must install what it needs"
+    assert "playwright" in dev
 
 
 def test_conda_bounds_match_pyproject(pyproject, environment):

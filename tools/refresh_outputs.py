@@ -21,6 +21,7 @@ import time
 import nbformat
 from nbclient import NotebookClient
 
+from course_utils.classroom import notebook_widgets
 from course_utils.classroom.runner import find_notebooks
 from course_utils.classroom.student import RUN_METADATA
 
@@ -52,6 +53,7 @@ def refresh(path) -> float:
         os.environ["COURSE_RESULTS_DIR"] = keep or work
         NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": work}}).execute()
     drop_progress_bars(nb)
+    notebook_widgets.prune(nb)  # closed bars leave their widget state behind
     for cell in nb.cells:
         for key in RUN_METADATA:
             cell.metadata.pop(key, None)

@@ -87,6 +87,14 @@ def _links(args) -> int:
     return 1 if problems else 0
 
 
+def _site(args) -> int:
+    from .site import build
+
+    html = build(Path(args.out) if args.out else None, quiet=not args.verbose)
+    print(f"the site is in {html}/ — open {html / 'index.html'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_utils", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -135,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     links.add_argument("--branch", help="store this branch as the course's branch first")
     links.add_argument("--check", action="store_true", help="only list links that point elsewhere (exit 1 if any)")
     links.set_defaults(func=_links)
+
+    site = sub.add_parser("site", help="build the course website from the committed notebooks (nothing is executed)")
+    site.add_argument("--out", help="folder to build into (default _site/, git-ignored); the pages go to OUT/html")
+    site.add_argument("--verbose", action="store_true", help="show Jupyter Book's own output")
+    site.set_defaults(func=_site)
 
     args = parser.parse_args(argv)
     try:
