@@ -212,9 +212,18 @@ def run_all_and_move_slider(b, base: str, token: str, notebook: str, value: str,
     try:
         page.goto(f"{base}/lab/tree/{notebook}?token={token}")
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-KernelStatus", timeout=120_000)
-        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
-        page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+        # "Run All" before the kernel is ready is silently dropped: wait for the status bar's "Idle",
+        # then check that the first cell started, and ask again if not.
+        page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\|\s*Idle")).first.wait_for(timeout=120_000)
+        for _attempt in range(3):
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+            try:
+                page.locator(".jp-CodeCell .jp-InputPrompt", has_text=re.compile(r"\[(\*|\d+)\]")).first \
+                    .wait_for(timeout=20_000)
+                break
+            except Exception:
+                page.wait_for_timeout(2000)
         # In an output, not the source that prints it.
         page.locator(".jp-OutputArea-output", has_text=done_text).first.wait_for(timeout=run_timeout_s * 1000)
         box = page.locator(".widget-interact").first
@@ -241,5 +250,8 @@ def run_all_and_move_slider(b, base: str, token: str, notebook: str, value: str,
         if screenshots:
             page.screenshot(path=str(screenshots / "jupyterlab-after.png"))
         return SliderRun(before, after, readout.inner_text(), box.inner_text())
+    except Exception:
+        page.screenshot(path=str(artifacts_dir() / "jupyterlab-failure.png"))  # what the page showed when it failed
+        raise
     finally:
         page.close()

@@ -68,7 +68,7 @@ def test_a_broken_slider_callback_is_caught(tmp_path, chromium):
     (tmp_path / "broken.ipynb").write_text(json.dumps(nb))
     with jupyterlab(tmp_path, _kernel_env(tmp_path), tmp_path / "jupyterlab.log") as (base, token):
         run = run_all_and_move_slider(chromium, base, token, "broken.ipynb", "0.25", done_text="ready",
-                                      change_timeout_s=15)
+                                      run_timeout_s=120, change_timeout_s=15)
     assert run.before.startswith("data:image/png")
     assert run.after is None or run.after == run.before
     assert "the callback is broken" in run.text
