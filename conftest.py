@@ -42,5 +42,10 @@ def pytest_collection_modifyitems(session, config, items):
         if hasattr(item, "output_timeout"):
             item.output_timeout = NBVAL_OUTPUT_TIMEOUT_S
     config.course_executed_notebooks = {item.path.stem for item in items if item.path.suffix == ".ipynb"}
+    # Notebooks first: they are most of the suite's time and train the models the browser and
+    # command-line tests then find in the session's cache; then the unit tests; last, the tests
+    # that read what the notebook runs wrote.
+    notebooks = [item for item in items if item.path.suffix == ".ipynb"]
     late = [item for item in items if item.get_closest_marker("after_notebooks")]
-    items[:] = [item for item in items if not item.get_closest_marker("after_notebooks")] + late
+    rest = [item for item in items if item.path.suffix != ".ipynb" and not item.get_closest_marker("after_notebooks")]
+    items[:] = notebooks + rest + late
