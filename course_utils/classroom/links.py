@@ -88,7 +88,9 @@ def set_home(new: Home, root: Path | None = None) -> None:
 
 
 def _files(root: Path) -> list[Path]:
-    return [root / "README.md", *sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+    from .runner import find_notebooks
+
+    return [root / "README.md", *find_notebooks(root / "notebooks")]
 
 
 def _rewrite_text(text: str, where: Home, notebook_dir: str = "notebooks") -> str:

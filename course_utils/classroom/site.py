@@ -31,6 +31,7 @@ from pathlib import Path
 from ..paths import repo_root
 from . import notebook_widgets
 from .links import Home, home
+from .runner import find_notebooks
 
 TITLE = "Adversarial robustness, hands on"
 BADGE = re.compile(r"\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]\(([^)\s]+)\)")
@@ -50,7 +51,7 @@ def default_out() -> Path:
 
 def pages(root: Path) -> list[str]:
     """The site's pages in order, as paths without suffix relative to the source folder."""
-    return ["README"] + [f"notebooks/{p.stem}" for p in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+    return ["README"] + [f"notebooks/{p.stem}" for p in find_notebooks(root / "notebooks")]
 
 
 def rewrite_markdown(text: str, where: Home, here: str, root: Path, page_files: set[str]) -> str:
@@ -184,8 +185,8 @@ def build(out: Path | None = None, root: Path | None = None, where: Home | None 
     if proc.returncode != 0:
         tail = ((proc.stdout or "") + (proc.stderr or ""))[-4000:] if quiet else ""
         raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}):\n{tail}")
-    html = build_dir / "_build" / "html"
-    if (out / "html").is_symlink() or (out / "html").exists():
-        shutil.rmtree(out / "html") if not (out / "html").is_symlink() else (out / "html").unlink()
-    shutil.move(str(html), str(out / "html"))
-    return out / "html"
+    html = out / "html"
+    if html.exists():
+        shutil.rmtree(html)
+    shutil.move(str(build_dir / "_build" / "html"), str(html))
+    return html
